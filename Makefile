@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Both work on a fresh Debian
+# machine: they create the virtualenv, install what is missing, and start a local PostgreSQL
+# in .pgdata/ when DATABASE_URL is unset.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PGDATA ?= .pgdata
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install postgres run test lint check bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's PostgreSQL server binaries, when neither they nor DATABASE_URL are there.
+postgres:
+	@if [ -z "$$DATABASE_URL" ] && ! command -v initdb >/dev/null 2>&1 \
+	    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL server binaries"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+# The service and a worker, as the Procfile runs them in production.
+run: install postgres
+	@url="$${DATABASE_URL:-$$($(PY) -m ai_service.localpg start $(PGDATA))}" && \
+	  echo "DATABASE_URL=$$url" && \
+	  DATABASE_URL="$$url" $(VENV)/bin/ai-service migrate && \
+	  DATABASE_URL="$$url" MIGRATE_ON_START=false PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	    $(VENV)/bin/honcho start
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install postgres lint
+	$(PY) -m pytest
+
+bench: install postgres
+	$(PY) -m bench
+
+clean:
+	-$(PY) -m ai_service.localpg stop $(PGDATA)
+	rm -rf $(VENV) $(PGDATA) *.egg-info

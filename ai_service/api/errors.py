@@ -1,0 +1,88 @@
+"""One JSON error shape everywhere: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, g, jsonify
+from flask.typing import ResponseReturnValue
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from ai_service.errors import ServiceError
+from ai_service.schemas import ErrorSchema
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> ResponseReturnValue:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return jsonify(body), status
+
+
+def _validation_details(messages: dict[str, Any]) -> dict[str, Any]:
+    """webargs nests errors by location ({"json": {...}}); callers want the fields."""
+    if len(messages) == 1:
+        location, fields = next(iter(messages.items()))
+        return {"location": location, "fields": fields}
+    return {"fields": messages}
+
+
+class ServiceApi(Api):
+    """flask-smorest's Api with the project's error shape instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException) -> ResponseReturnValue:
+        status = error.code or 500
+        if status >= 500:
+            return _internal_error(error)
+        data = getattr(error, "data", None) or {}
+        if status == 422 and "messages" in data:
+            return error_response(
+                422, "validation_error", "the request is invalid",
+                _validation_details(data["messages"]),
+            )
+        message = (data.get("message") or error.description or error.name)
+        if status == 400 and "messages" in data:
+            message = "the request body is not valid JSON"
+        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+
+
+def _internal_error(error: BaseException) -> ResponseReturnValue:
+    request_id = g.get("request_id", "-")
+    log.error("unhandled error request_id=%s", request_id, exc_info=error)
+    return error_response(
+        500, "internal_error", "an unexpected error occurred", {"request_id": request_id}
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(error: ServiceError) -> ResponseReturnValue:
+        if error.status_code >= 500:
+            log.warning("%s request_id=%s: %s", error.code, g.get("request_id", "-"),
+                        error.__cause__ or error.message)
+        return error_response(error.status_code, error.code, error.message, error.details)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> ResponseReturnValue:
+        if isinstance(error, HTTPException):
+            return app.extensions["ai_service"].api.handle_http_exception(error)
+        return _internal_error(error)

@@ -1,0 +1,147 @@
+"""The job API: one MethodView per collection and per item, one success status each."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ai_service.api import repository, services
+from ai_service.errors import InvalidInput
+from ai_service.repository import Lease, NewJob
+from ai_service.schemas import (
+    ClaimedSchema,
+    ClaimSchema,
+    CompleteSchema,
+    FailSchema,
+    HeartbeatSchema,
+    JobBatchCreateSchema,
+    JobBatchSchema,
+    JobCreateSchema,
+    JobListQuerySchema,
+    JobPageSchema,
+    JobSchema,
+)
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="AI jobs")
+
+# Categories that mean "the provider asked us to slow down": the attempt is given back.
+DEFERRING_CATEGORIES = frozenset({"rate_limited"})
+
+
+def _lease(job_id: uuid.UUID, body: dict[str, Any]) -> Lease:
+    return Lease(job_id=job_id, worker_id=body["worker_id"], lease_token=body["lease_token"])
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.response(200, JobPageSchema)
+    def get(self, query: dict[str, Any]) -> Any:
+        """List jobs, newest first (keyset pagination: pass next_cursor as cursor)."""
+        return repository().list_jobs(**query)
+
+    @blp.arguments(JobCreateSchema)
+    @blp.response(201, JobSchema)
+    @blp.alt_response(200, schema=JobSchema, description="The job this idempotency_key made.")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Create a job. Reusing an idempotency_key returns the existing job with 200."""
+        [(job, created)] = repository().create_jobs([NewJob(**body)])
+        return job, 201 if created else 200
+
+
+@blp.route("/batch")
+class JobBatch(MethodView):
+    @blp.arguments(JobBatchCreateSchema)
+    @blp.response(201, JobBatchSchema)
+    def post(self, items: list[dict[str, Any]]) -> Any:
+        """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
+        limit = services().settings.max_batch_size
+        if len(items) > limit:
+            raise InvalidInput(
+                f"a batch holds at most {limit} jobs",
+                {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
+            )
+        created = repository().create_jobs([NewJob(**item) for item in items])
+        return {"jobs": [job for job, _ in created], "created": sum(new for _, new in created)}
+
+
+@blp.route("/claim")
+class JobClaim(MethodView):
+    @blp.arguments(ClaimSchema)
+    @blp.response(200, ClaimedSchema)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Atomically hand up to `limit` claimable jobs to a worker, each with a lease token."""
+        settings = services().settings
+        jobs = repository().claim_jobs(
+            body["worker_id"],
+            body["limit"],
+            lease_seconds=body.get("lease_seconds", settings.worker_lease),
+            task_types=body.get("task_types"),
+            model_profiles=body.get("model_profiles"),
+            model_concurrency=settings.model_concurrency,
+        )
+        return {"jobs": jobs}
+
+
+@blp.route("/<uuid:job_id>")
+class JobItem(MethodView):
+    @blp.response(200, JobSchema)
+    def get(self, job_id: uuid.UUID) -> Any:
+        """A job's technical state and result."""
+        return repository().get_job(job_id)
+
+
+@blp.route("/<uuid:job_id>/complete")
+class JobComplete(MethodView):
+    @blp.arguments(CompleteSchema)
+    @blp.response(200, JobSchema)
+    def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
+        """Store the result of the attempt holding this lease token; otherwise 409."""
+        return repository().complete_job(_lease(job_id, body), body["result"])
+
+
+@blp.route("/<uuid:job_id>/fail")
+class JobFail(MethodView):
+    @blp.arguments(FailSchema)
+    @blp.response(200, JobSchema)
+    def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
+        """Record a failed attempt. Retryable with attempts left → pending after a backoff;
+        category rate_limited → pending after retry_after without spending the attempt."""
+        lease = _lease(job_id, body)
+        if body["category"] in DEFERRING_CATEGORIES:
+            return repository().defer_job(
+                lease, body["category"], body["message"], retry_after=body.get("retry_after")
+            )
+        return repository().fail_job(
+            lease, body["category"], body["message"],
+            retryable=body["retryable"], retry_after=body.get("retry_after"),
+        )
+
+
+@blp.route("/<uuid:job_id>/heartbeat")
+class JobHeartbeat(MethodView):
+    @blp.arguments(HeartbeatSchema)
+    @blp.response(200, JobSchema)
+    def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
+        """Extend the lease. 409 when the job is no longer wanted (cancelled, reclaimed)."""
+        seconds = body.get("lease_seconds", services().settings.worker_lease)
+        return repository().heartbeat_job(_lease(job_id, body), seconds)
+
+
+@blp.route("/<uuid:job_id>/retry")
+class JobRetry(MethodView):
+    @blp.response(200, JobSchema)
+    def post(self, job_id: uuid.UUID) -> Any:
+        """Failed, cancelled or running → pending with attempts allowed again."""
+        return repository().retry_job(job_id)
+
+
+@blp.route("/<uuid:job_id>/cancel")
+class JobCancel(MethodView):
+    @blp.response(200, JobSchema)
+    def post(self, job_id: uuid.UUID) -> Any:
+        """Pending or running → cancelled; a later complete from the worker gets 409."""
+        return repository().cancel_job(job_id)

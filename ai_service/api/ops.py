@@ -1,0 +1,30 @@
+"""Operator endpoints: queue statistics and provider status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ai_service.api import repository, services
+from ai_service.providers.status import check_providers
+from ai_service.schemas import ProvidersSchema, StatsSchema
+
+blp = Blueprint("ops", __name__, url_prefix="/api/v1", description="Operations")
+
+
+@blp.route("/stats")
+class Stats(MethodView):
+    @blp.response(200, StatsSchema)
+    def get(self) -> Any:
+        """Counts by status, by task type × model profile × status, failures by category."""
+        return repository().stats()
+
+
+@blp.route("/providers/status")
+class ProvidersStatus(MethodView):
+    @blp.response(200, ProvidersSchema)
+    def get(self) -> Any:
+        """Whether each configured AI provider answers, within 2 seconds. No secrets."""
+        return {"providers": check_providers(services().settings)}

@@ -1,0 +1,120 @@
+"""The schema as SQLAlchemy models. Migrations are written by hand in alembic/versions and
+`alembic check` (run in CI) proves the two agree."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+
+# Lengths callers' identifiers may take; the API validates them before the database does.
+OWNER_SERVICE_MAX = 64
+OWNER_REF_MAX = 256
+TASK_TYPE_MAX = 64
+MODEL_PROFILE_MAX = 64
+IDEMPOTENCY_KEY_MAX = 200
+WORKER_ID_MAX = 200
+ERROR_CATEGORY_MAX = 64
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    owner_service: Mapped[str] = mapped_column(String(OWNER_SERVICE_MAX))
+    owner_ref: Mapped[str] = mapped_column(String(OWNER_REF_MAX))
+    task_type: Mapped[str] = mapped_column(String(TASK_TYPE_MAX))
+    model_profile: Mapped[str] = mapped_column(String(MODEL_PROFILE_MAX))
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    # Rate-limit deferrals do not spend attempts; this bounds how often a job may be deferred.
+    deferrals: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    worker_id: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX))
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_category: Mapped[str | None] = mapped_column(String(ERROR_CATEGORY_MAX))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')", name="status"
+        ),
+        CheckConstraint("jsonb_typeof(input) = 'object'", name="input_is_object"),
+        CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+        # Running jobs always carry a lease; the claim and the fencing checks rely on it.
+        CheckConstraint(
+            "status <> 'running' OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            name="running_has_lease",
+        ),
+        # Claim order, restricted to what is claimable: stays small with millions finished.
+        Index(
+            "ix_jobs_claimable",
+            text("priority DESC"),
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Expired leases (crashed workers) and the per-model concurrency count.
+        Index(
+            "ix_jobs_running_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index(
+            "ix_jobs_owner_ref",
+            "owner_service",
+            "owner_ref",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_jobs_owner_service", "owner_service", text("created_at DESC"), text("id DESC")),
+        Index(
+            "uq_jobs_idempotency",
+            "owner_service",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
+        ),
+    )

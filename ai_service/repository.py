@@ -1,0 +1,564 @@
+"""Every query the service runs. Each public method is one transaction, opened and committed here
+(callers never commit), and turns database faults into the project's exceptions.
+
+Every status change is guarded by the status it expects (and, for a worker, the lease token of
+its attempt); zero rows changed is a conflict, never a silent success.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, select, text, tuple_
+from sqlalchemy import exc as sa_exc
+
+from ai_service.errors import (
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    InvalidInput,
+    JobNotFound,
+    JobStateConflict,
+)
+from ai_service.models import JOB_STATUSES, Job
+
+Row = dict[str, Any]
+NOTIFY_CHANNEL = "ai_service_jobs"
+jobs_table = Job.__table__
+
+# Fields that must match when an idempotency key is reused.
+IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff_base: float = 10.0
+    backoff_max: float = 600.0
+    max_deferrals: int = 20
+
+
+@dataclass(frozen=True)
+class NewJob:
+    owner_service: str
+    owner_ref: str
+    task_type: str
+    model_profile: str
+    input: dict[str, Any]
+    priority: int = 0
+    run_after: datetime | None = None
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "owner_service": self.owner_service,
+            "owner_ref": self.owner_ref,
+            "task_type": self.task_type,
+            "model_profile": self.model_profile,
+            "input": self.input,
+            "priority": self.priority,
+            "run_after": self.run_after.isoformat() if self.run_after else None,
+            "max_attempts": self.max_attempts,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one attempt of a job: the fencing token for that attempt."""
+
+    job_id: uuid.UUID
+    worker_id: str
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Row]
+    next_cursor: str | None
+
+
+# Inserts a whole batch in one statement; ids are made here so the answer keeps the batch's order.
+_INSERT_JOBS = text("""
+INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
+                  run_after, max_attempts, idempotency_key)
+SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
+       coalesce(x.priority, 0), coalesce(x.run_after, now()), coalesce(x.max_attempts, 3),
+       x.idempotency_key
+FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+    id uuid, owner_service text, owner_ref text, task_type text, model_profile text, input jsonb,
+    priority int, run_after timestamptz, max_attempts int, idempotency_key text)
+ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *
+""")
+
+_SELECT_BY_IDEMPOTENCY = text("""
+SELECT j.* FROM jobs j
+JOIN jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(owner_service text, idempotency_key text)
+  ON j.owner_service = k.owner_service AND j.idempotency_key = k.idempotency_key
+""")
+
+# The claim, in one statement and one round trip:
+# - caps/busy/full: per-model-profile concurrency caps, counting running jobs with a live lease;
+# - exhausted: expired leases with no attempts left fail instead of being handed out forever;
+# - expired + pending: candidates locked with SKIP LOCKED so concurrent claimers never wait for
+#   or share a row; expired leases (crashed workers) first, then priority, then oldest;
+# - chosen: at most the free capacity of each capped profile.
+_CLAIM_JOBS = text("""
+WITH caps AS (
+    SELECT key AS model_profile, value::int AS cap FROM jsonb_each_text(CAST(:caps AS jsonb))
+), busy AS (
+    SELECT j.model_profile, count(*) AS running
+    FROM jobs j JOIN caps c ON c.model_profile = j.model_profile
+    WHERE j.status = 'running' AND j.lease_expires_at > now()
+    GROUP BY j.model_profile
+), full_profiles AS (
+    SELECT c.model_profile FROM caps c LEFT JOIN busy b ON b.model_profile = c.model_profile
+    WHERE c.cap <= coalesce(b.running, 0)
+), exhausted AS (
+    UPDATE jobs SET status = 'failed', error_category = 'lease_expired',
+        error_message = 'the worker holding the job stopped renewing its lease',
+        finished_at = now(), updated_at = now(), lease_expires_at = NULL
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'running' AND lease_expires_at <= now() AND attempts >= max_attempts
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), expired AS (
+    SELECT id, model_profile, priority, created_at, 0 AS lane FROM jobs
+    WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
+      AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
+      AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
+      AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
+    ORDER BY lease_expires_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT id, model_profile, priority, created_at, 1 AS lane FROM jobs
+    WHERE status = 'pending' AND run_after <= now()
+      AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
+      AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
+      AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
+    ORDER BY priority DESC, created_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT u.*, row_number() OVER (
+        PARTITION BY u.model_profile ORDER BY u.lane, u.priority DESC, u.created_at) AS nth
+    FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
+), chosen AS (
+    SELECT r.id FROM ranked r
+    LEFT JOIN caps c ON c.model_profile = r.model_profile
+    LEFT JOIN busy b ON b.model_profile = r.model_profile
+    WHERE c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0)
+    ORDER BY r.lane, r.priority DESC, r.created_at
+    LIMIT :limit
+)
+UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => :lease_seconds),
+    started_at = now(), updated_at = now()
+FROM chosen WHERE jobs.id = chosen.id
+RETURNING jobs.*
+""")
+
+# Capped profiles are claimed one claimer at a time: the cap counts committed running jobs, so
+# two concurrent claims could otherwise both see room for the last slot.
+_LOCK_PROFILES = text("""
+SELECT pg_advisory_xact_lock(hashtextextended('ai_service.claim:' || p, 0))
+FROM unnest(CAST(:profiles AS text[])) AS p ORDER BY p
+""")
+
+_HELD = "id = :id AND status = 'running' AND lease_token = :lease_token AND worker_id = :worker_id"
+
+_COMPLETE_JOB = text(f"""
+UPDATE jobs SET status = 'completed', result = CAST(:result AS jsonb), finished_at = now(),
+    updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
+WHERE {_HELD}
+RETURNING *
+""")
+
+_BACKOFF = (
+    "make_interval(secs => coalesce(CAST(:retry_after AS float8), "
+    "least(:backoff_max, :backoff_base * power(2, greatest(attempts - 1, 0))) "
+    "* (0.5 + random() * 0.5)))"
+)
+
+# A retryable failure with attempts left goes back to pending after a jittered exponential
+# backoff; anything else is final.
+_FAIL_JOB = text(f"""
+UPDATE jobs SET
+    status = CASE WHEN :retryable AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_after = CASE WHEN :retryable AND attempts < max_attempts
+                     THEN now() + {_BACKOFF} ELSE run_after END,
+    finished_at = CASE WHEN :retryable AND attempts < max_attempts THEN NULL ELSE now() END,
+    error_category = :category, error_message = :message,
+    lease_expires_at = NULL, updated_at = now()
+WHERE {_HELD}
+RETURNING *
+""")
+
+# Backpressure from the provider is not the job's fault: the attempt is given back, up to a
+# bounded number of deferrals after which the job fails rather than circulating for ever.
+_DEFER_JOB = text(f"""
+UPDATE jobs SET
+    status = CASE WHEN deferrals < :max_deferrals THEN 'pending' ELSE 'failed' END,
+    attempts = CASE WHEN deferrals < :max_deferrals THEN attempts - 1 ELSE attempts END,
+    run_after = CASE WHEN deferrals < :max_deferrals THEN now() + {_BACKOFF} ELSE run_after END,
+    finished_at = CASE WHEN deferrals < :max_deferrals THEN NULL ELSE now() END,
+    deferrals = deferrals + 1,
+    error_category = :category, error_message = :message,
+    lease_expires_at = NULL, updated_at = now()
+WHERE {_HELD}
+RETURNING *
+""")
+
+_HEARTBEAT_JOBS = text("""
+UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
+WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
+  AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+RETURNING jobs.id
+""")
+
+# Shutdown: what did not finish goes back to pending at once, and the attempt does not count.
+_RELEASE_JOBS = text("""
+UPDATE jobs SET status = 'pending', attempts = greatest(jobs.attempts - 1, 0),
+    run_after = now(), lease_expires_at = NULL, updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
+WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
+  AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+RETURNING jobs.id
+""")
+
+_CANCEL_JOB = text("""
+UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+WHERE id = :id AND status IN ('pending', 'running')
+RETURNING *
+""")
+
+# A new lease token is not handed out here; clearing the old one fences a worker still running
+# the previous attempt.
+_RETRY_JOB = text("""
+UPDATE jobs SET status = 'pending', attempts = 0, deferrals = 0, run_after = now(),
+    result = NULL, error_category = NULL, error_message = NULL, worker_id = NULL,
+    lease_token = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL,
+    updated_at = now()
+WHERE id = :id AND status IN ('failed', 'cancelled', 'running')
+RETURNING *
+""")
+
+_STATS = {
+    "by_status": text("SELECT status, count(*) AS count FROM jobs GROUP BY status"),
+    "by_task": text("""
+        SELECT task_type, model_profile, status, count(*) AS count FROM jobs
+        GROUP BY task_type, model_profile, status ORDER BY task_type, model_profile, status"""),
+    "failed_by_category": text("""
+        SELECT coalesce(error_category, 'unknown') AS error_category, count(*) AS count
+        FROM jobs WHERE status = 'failed' GROUP BY 1"""),
+    "oldest_pending": text("""
+        SELECT extract(epoch FROM now() - min(created_at)) AS age FROM jobs
+        WHERE status = 'pending'"""),
+    "finished_recently": text("""
+        SELECT count(*) FROM jobs WHERE finished_at > now() - interval '5 minutes'"""),
+}
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, job_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor", {"cursor": ["not a cursor from this API"]}) from None
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _lease_params(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.job_id, "lease_token": lease.lease_token, "worker_id": lease.worker_id}
+
+
+class JobRepository:
+    def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or RetryPolicy()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction; database faults become DatabaseUnavailable or InvalidInput."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(
+                exc, sa_exc.OperationalError | sa_exc.InterfaceError
+            ):
+                raise DatabaseUnavailable() from exc
+            if isinstance(exc, sa_exc.DataError):
+                raise InvalidInput("the database refused a value", {"database": [
+                    str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+                ]}) from exc
+            raise
+        except sa_exc.TimeoutError as exc:  # the pool is exhausted or connecting hangs
+            raise DatabaseUnavailable() from exc
+
+    # ----- creating -------------------------------------------------------------------------
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[Row, bool]]:
+        """Insert jobs in one statement, all or nothing. A reused idempotency key returns the
+        existing job (created=False) if it asked for the same work, else IdempotencyConflict."""
+        keys = [(j.owner_service, j.idempotency_key) for j in jobs if j.idempotency_key]
+        if len(keys) != len(set(keys)):
+            raise InvalidInput(
+                "idempotency_key repeats within the batch", {"idempotency_key": ["repeated"]}
+            )
+        with self._transaction() as conn:
+            items = _dump([j.as_json() for j in jobs])
+            inserted = {r["id"]: dict(r) for r in conn.execute(_INSERT_JOBS, {"items": items})
+                        .mappings()}
+            existing = self._existing_for(conn, [j for j in jobs if j.id not in inserted])
+            if inserted:
+                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        return [
+            (inserted[j.id], True) if j.id in inserted else (existing[j.idempotency_key], False)
+            for j in jobs
+        ]
+
+    def _existing_for(self, conn: Connection, skipped: list[NewJob]) -> dict[str, Row]:
+        if not skipped:
+            return {}
+        keys = _dump([
+            {"owner_service": j.owner_service, "idempotency_key": j.idempotency_key}
+            for j in skipped
+        ])
+        found = {r["idempotency_key"]: dict(r)
+                 for r in conn.execute(_SELECT_BY_IDEMPOTENCY, {"keys": keys}).mappings()}
+        for job in skipped:
+            row = found[job.idempotency_key]
+            differs = [f for f in IDEMPOTENT_FIELDS if row[f] != getattr(job, f)]
+            if differs:
+                raise IdempotencyConflict(
+                    f"idempotency_key {job.idempotency_key!r} was used for a different job",
+                    {"id": str(row["id"]), "fields": differs},
+                )
+        return found
+
+    # ----- reading --------------------------------------------------------------------------
+
+    def get_job(self, job_id: uuid.UUID) -> Row:
+        with self._transaction() as conn:
+            query = select(jobs_table).where(jobs_table.c.id == job_id)
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return dict(row)
+
+    def list_jobs(
+        self,
+        *,
+        owner_service: str | None = None,
+        owner_ref: str | None = None,
+        status: str | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first, keyset-paginated on (created_at, id) so deep pages stay cheap."""
+        c = jobs_table.c
+        filters = [
+            column == value
+            for column, value in (
+                (c.owner_service, owner_service), (c.owner_ref, owner_ref),
+                (c.status, status), (c.task_type, task_type),
+            )
+            if value is not None
+        ]
+        if cursor:
+            created_at, job_id = decode_cursor(cursor)
+            filters.append(tuple_(c.created_at, c.id) < tuple_(created_at, job_id))
+        query = (
+            select(jobs_table).where(and_(True, *filters))
+            .order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
+        )
+        with self._transaction() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        return JobPage(rows, next_cursor)
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None before the first one)."""
+        with self._transaction() as conn:
+            if conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
+                return None
+            return conn.execute(text("SELECT max(version_num) FROM alembic_version")).scalar()
+
+    def stats(self) -> dict[str, Any]:
+        with self._transaction() as conn:
+            by_status = {r.status: r.count for r in conn.execute(_STATS["by_status"])}
+            by_task = [dict(r) for r in conn.execute(_STATS["by_task"]).mappings()]
+            failed = {r.error_category: r.count for r in conn.execute(_STATS["failed_by_category"])}
+            oldest = conn.execute(_STATS["oldest_pending"]).scalar()
+            finished = conn.execute(_STATS["finished_recently"]).scalar()
+        return {
+            "by_status": {s: by_status.get(s, 0) for s in JOB_STATUSES},
+            "by_task_type": by_task,
+            "failed_by_error_category": failed,
+            "oldest_pending_age_seconds": float(oldest) if oldest is not None else None,
+            "finished_last_5m": finished,
+        }
+
+    # ----- the worker's side ----------------------------------------------------------------
+
+    def claim_jobs(
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        lease_seconds: float,
+        task_types: Sequence[str] | None = None,
+        model_profiles: Sequence[str] | None = None,
+        model_concurrency: dict[str, int] | None = None,
+    ) -> list[Row]:
+        """Hand up to `limit` claimable jobs to one worker, marking them running with a fresh
+        lease token each. No job is ever handed to two workers at once."""
+        caps = {
+            p: n for p, n in (model_concurrency or {}).items()
+            if model_profiles is None or p in model_profiles
+        }
+        params = {
+            "worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds,
+            "task_types": list(task_types) if task_types is not None else None,
+            "profiles": list(model_profiles) if model_profiles is not None else None,
+            "caps": _dump(caps),
+        }
+        with self._transaction() as conn:
+            if caps:
+                conn.execute(_LOCK_PROFILES, {"profiles": sorted(caps)})
+            rows = [dict(r) for r in conn.execute(_CLAIM_JOBS, params).mappings()]
+        rows.sort(key=lambda r: (-r["priority"], r["created_at"]))
+        return rows
+
+    def complete_job(self, lease: Lease, result: Any) -> Row:
+        return self._change_held(lease, "complete", _COMPLETE_JOB, {"result": _dump(result)})
+
+    def fail_job(
+        self,
+        lease: Lease,
+        category: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> Row:
+        """Record a failed attempt: back to pending with backoff if retryable and attempts are
+        left, otherwise failed for good."""
+        return self._change_held(lease, "fail", _FAIL_JOB, {
+            "category": category, "message": message, "retryable": retryable,
+            "retry_after": retry_after, **self._backoff_params(),
+        })
+
+    def defer_job(
+        self, lease: Lease, category: str, message: str, *, retry_after: float | None = None
+    ) -> Row:
+        """Give the attempt back and try again after retry_after (or the backoff): the provider
+        asked us to slow down. Fails once the job has been deferred max_deferrals times."""
+        return self._change_held(lease, "defer", _DEFER_JOB, {
+            "category": category, "message": message, "retry_after": retry_after,
+            "max_deferrals": self.policy.max_deferrals, **self._backoff_params(),
+        })
+
+    def heartbeat_jobs(
+        self, worker_id: str, leases: Sequence[Lease], lease_seconds: float
+    ) -> set[uuid.UUID]:
+        """Extend the leases of a worker's running jobs in one statement. Returns the ids still
+        held; a job missing from the answer was cancelled, retried or reclaimed."""
+        if not leases:
+            return set()
+        with self._transaction() as conn:
+            rows = conn.execute(_HEARTBEAT_JOBS, {
+                "worker_id": worker_id, "lease_seconds": lease_seconds,
+                "ids": [lease.job_id for lease in leases],
+                "tokens": [lease.lease_token for lease in leases],
+            })
+            return {r.id for r in rows}
+
+    def heartbeat_job(self, lease: Lease, lease_seconds: float) -> Row:
+        """One job's heartbeat; a job no longer held is a conflict naming its status."""
+        if lease.job_id in self.heartbeat_jobs(lease.worker_id, [lease], lease_seconds):
+            return self.get_job(lease.job_id)
+        raise self._conflict(lease.job_id, "heartbeat")
+
+    def release_jobs(self, worker_id: str, leases: Sequence[Lease]) -> set[uuid.UUID]:
+        """Give unfinished jobs back to pending without counting the attempt (shutdown)."""
+        if not leases:
+            return set()
+        with self._transaction() as conn:
+            rows = conn.execute(_RELEASE_JOBS, {
+                "worker_id": worker_id,
+                "ids": [lease.job_id for lease in leases],
+                "tokens": [lease.lease_token for lease in leases],
+            })
+            released = {r.id for r in rows}
+            if released:
+                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+            return released
+
+    # ----- the caller's side ----------------------------------------------------------------
+
+    def cancel_job(self, job_id: uuid.UUID) -> Row:
+        return self._change(job_id, "cancel", _CANCEL_JOB, notify=False)
+
+    def retry_job(self, job_id: uuid.UUID) -> Row:
+        return self._change(job_id, "retry", _RETRY_JOB, notify=True)
+
+    # ----- helpers --------------------------------------------------------------------------
+
+    def _backoff_params(self) -> dict[str, float]:
+        return {"backoff_base": self.policy.backoff_base, "backoff_max": self.policy.backoff_max}
+
+    def _change(self, job_id: uuid.UUID, action: str, statement: Any, *, notify: bool) -> Row:
+        with self._transaction() as conn:
+            row = conn.execute(statement, {"id": job_id}).mappings().first()
+            if row is not None and notify:
+                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        if row is None:
+            raise self._conflict(job_id, action)
+        return dict(row)
+
+    def _change_held(self, lease: Lease, action: str, statement: Any, extra: dict) -> Row:
+        with self._transaction() as conn:
+            row = conn.execute(statement, {**_lease_params(lease), **extra}).mappings().first()
+        if row is None:
+            raise self._conflict(lease.job_id, action, lease)
+        return dict(row)
+
+    def _conflict(
+        self, job_id: uuid.UUID, action: str, lease: Lease | None = None
+    ) -> JobNotFound | JobStateConflict:
+        """Explain why a guarded change matched no row: unknown job, wrong status, or a lease
+        that is no longer this worker's."""
+        current = self.get_job(job_id)  # raises JobNotFound
+        reason = ""
+        if lease is not None and current["status"] == "running":
+            reason = "the lease is held by another attempt"
+        return JobStateConflict(job_id, current["status"], action, reason)

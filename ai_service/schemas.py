@@ -1,0 +1,263 @@
+"""Marshmallow schemas: what the API accepts and answers. The OpenAPI document is generated from
+these, so they are the contract remote callers and workers code against."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from ai_service import models as m
+
+MAX_JSON_DEPTH = 32
+MAX_PRIORITY = 1_000_000
+MAX_LIST_LIMIT = 200
+MAX_CLAIM_LIMIT = 1000
+MAX_LEASE_SECONDS = 3600
+MAX_MESSAGE_LENGTH = 10_000
+
+
+def _check_json(value: Any, depth: int = 0) -> None:
+    """PostgreSQL refuses NUL in text and jsonb, and json.loads accepts NaN and Infinity, which
+    are not JSON: reject them here so they get a 422 instead of a database error."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError("contains a NUL character (\\u0000), which is not allowed")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError("contains a non-finite number (NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, depth + 1)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
+
+def _name(max_length: int, **kwargs: Any) -> fields.String:
+    """A caller-chosen identifier: non-empty, bounded, no NUL."""
+    return fields.String(
+        validate=[validate.Length(min=1, max=max_length), _check_json], **kwargs
+    )
+
+
+class JsonValue(fields.Raw):
+    """Any JSON value, checked for what PostgreSQL would refuse."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        _check_json(value)
+        return value
+
+
+class JsonObject(fields.Dict):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        _check_json(result)
+        return result
+
+
+class JobFieldsSchema(Schema):
+    """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
+
+    owner_service = _name(m.OWNER_SERVICE_MAX)
+    owner_ref = _name(m.OWNER_REF_MAX)
+    task_type = _name(m.TASK_TYPE_MAX)
+    model_profile = _name(m.MODEL_PROFILE_MAX)
+    input = JsonObject(metadata={"description": "The caller's JSON object for the runner."})
+    priority = fields.Integer(
+        validate=validate.Range(-MAX_PRIORITY, MAX_PRIORITY),
+        metadata={"description": "Higher is claimed first. Default 0."},
+    )
+    run_after = fields.AwareDateTime(
+        metadata={"description": "Not claimable before this time. Default now."}
+    )
+    max_attempts = fields.Integer(
+        validate=validate.Range(1, 100), metadata={"description": "Default 3."}
+    )
+    idempotency_key = _name(
+        m.IDEMPOTENCY_KEY_MAX,
+        metadata={"description": "Reusing a key of the same owner_service returns that job."},
+    )
+
+
+class JobCreateSchema(JobFieldsSchema):
+    owner_service = _name(m.OWNER_SERVICE_MAX, required=True)
+    owner_ref = _name(m.OWNER_REF_MAX, required=True)
+    task_type = _name(m.TASK_TYPE_MAX, required=True)
+    model_profile = _name(m.MODEL_PROFILE_MAX, required=True)
+    input = JsonObject(required=True)
+
+
+class JobBatchCreateSchema(Schema):
+    defaults = fields.Nested(JobFieldsSchema, load_default=dict)
+    jobs = fields.List(
+        fields.Dict(), required=True, validate=validate.Length(min=1),
+        metadata={"description": "Per-item fields override `defaults`."},
+    )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _each_job_is_valid(self, data: dict[str, Any], **_: Any) -> None:
+        errors = {}
+        for index, item in enumerate(data["jobs"]):
+            item_errors = JobCreateSchema().validate({**self._raw_defaults, **item})
+            if item_errors:
+                errors[index] = item_errors
+        if errors:
+            raise ValidationError(errors, "jobs")
+
+    def load(self, data: Any, **kwargs: Any) -> Any:
+        # Defaults are merged with each item before loading, so they are validated as raw JSON.
+        raw = data.get("defaults") if isinstance(data, dict) else None
+        self._raw_defaults = raw if isinstance(raw, dict) else {}
+        return super().load(data, **kwargs)
+
+    @post_load
+    def _merge(self, data: dict[str, Any], **_: Any) -> list[dict[str, Any]]:
+        return [JobCreateSchema().load({**self._raw_defaults, **item}) for item in data["jobs"]]
+
+
+class JobSchema(Schema):
+    id = fields.UUID()
+    owner_service = fields.String()
+    owner_ref = fields.String()
+    task_type = fields.String()
+    model_profile = fields.String()
+    input = fields.Dict()
+    result = fields.Raw(allow_none=True)
+    status = fields.String(validate=validate.OneOf(m.JOB_STATUSES))
+    priority = fields.Integer()
+    run_after = fields.DateTime()
+    attempts = fields.Integer()
+    max_attempts = fields.Integer()
+    deferrals = fields.Integer()
+    worker_id = fields.String(allow_none=True)
+    lease_expires_at = fields.DateTime(allow_none=True)
+    error_category = fields.String(allow_none=True)
+    error_message = fields.String(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class ClaimedJobSchema(JobSchema):
+    lease_token = fields.UUID(
+        metadata={"description": "Fencing token of this attempt: send it with complete/fail."}
+    )
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    owner_service = _name(m.OWNER_SERVICE_MAX)
+    owner_ref = _name(m.OWNER_REF_MAX)
+    status = fields.String(validate=validate.OneOf(m.JOB_STATUSES))
+    task_type = _name(m.TASK_TYPE_MAX)
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_LIST_LIMIT))
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class JobPageSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class JobBatchSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    created = fields.Integer(metadata={"description": "How many were new (the rest existed)."})
+
+
+class ClaimSchema(Schema):
+    worker_id = _name(m.WORKER_ID_MAX, required=True)
+    limit = fields.Integer(load_default=1, validate=validate.Range(1, MAX_CLAIM_LIMIT))
+    task_types = fields.List(_name(m.TASK_TYPE_MAX), validate=validate.Length(min=1, max=100))
+    model_profiles = fields.List(
+        _name(m.MODEL_PROFILE_MAX), validate=validate.Length(min=1, max=100)
+    )
+    lease_seconds = fields.Float(validate=validate.Range(1, MAX_LEASE_SECONDS))
+
+
+class ClaimedSchema(Schema):
+    jobs = fields.List(fields.Nested(ClaimedJobSchema))
+
+
+class LeaseSchema(Schema):
+    worker_id = _name(m.WORKER_ID_MAX, required=True)
+    lease_token = fields.UUID(required=True)
+
+
+class HeartbeatSchema(LeaseSchema):
+    lease_seconds = fields.Float(validate=validate.Range(1, MAX_LEASE_SECONDS))
+
+
+class CompleteSchema(LeaseSchema):
+    result = JsonValue(required=True, allow_none=True)
+
+
+class FailSchema(LeaseSchema):
+    category = _name(m.ERROR_CATEGORY_MAX, required=True)
+    message = fields.String(
+        load_default="", validate=[validate.Length(max=MAX_MESSAGE_LENGTH), _check_json]
+    )
+    retryable = fields.Boolean(load_default=False)
+    retry_after = fields.Float(
+        validate=validate.Range(0, 86_400),
+        metadata={"description": "Seconds before the next attempt, instead of the backoff."},
+    )
+
+
+class StatusCountSchema(Schema):
+    task_type = fields.String()
+    model_profile = fields.String()
+    status = fields.String()
+    count = fields.Integer()
+
+
+class StatsSchema(Schema):
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    by_task_type = fields.List(fields.Nested(StatusCountSchema))
+    failed_by_error_category = fields.Dict(keys=fields.String(), values=fields.Integer())
+    oldest_pending_age_seconds = fields.Float(allow_none=True)
+    finished_last_5m = fields.Integer()
+
+
+class ProviderStatusSchema(Schema):
+    name = fields.String()
+    configured = fields.Boolean()
+    reachable = fields.Boolean()
+    latency_ms = fields.Float(allow_none=True)
+    models = fields.List(fields.String())
+    error = fields.String(allow_none=True)
+
+
+class ProvidersSchema(Schema):
+    providers = fields.List(fields.Nested(ProviderStatusSchema))
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String()
+    message = fields.String()
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ai_service.app import create_app, make_repository
+from ai_service.config import Settings
+from ai_service.repository import JobRepository
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def repo(settings: Settings) -> Iterator[JobRepository]:
+    repository = make_repository(settings, "ai-service-test")
+    yield repository
+    repository.engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    application = create_app(settings)
+    yield application
+    application.extensions["ai_service"].repository.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Settings], Flask]]:
+    """Build apps with custom settings; their connection pools are closed after the test."""
+    made: list[Flask] = []
+
+    def build(settings: Settings) -> Flask:
+        made.append(create_app(settings))
+        return made[-1]
+
+    yield build
+    for application in made:
+        application.extensions["ai_service"].repository.engine.dispose()

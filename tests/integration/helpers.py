@@ -1,0 +1,56 @@
+"""Small builders the integration tests share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from ai_service.repository import JobRepository, Lease, NewJob
+
+
+def new_job(**overrides: Any) -> NewJob:
+    fields: dict[str, Any] = {
+        "owner_service": "telephony",
+        "owner_ref": "beeline/1",
+        "task_type": "llm_chat",
+        "model_profile": "qwen2.5-14b",
+        "input": {"user": "hello"},
+    }
+    fields.update(overrides)
+    return NewJob(**fields)
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "owner_service": "telephony",
+        "owner_ref": "beeline/1",
+        "task_type": "llm_chat",
+        "model_profile": "qwen2.5-14b",
+        "input": {"user": "hello"},
+    }
+    body.update(overrides)
+    return body
+
+
+def lease_of(row: dict[str, Any]) -> Lease:
+    return Lease(job_id=row["id"], worker_id=row["worker_id"], lease_token=row["lease_token"])
+
+
+def claim_one(repo: JobRepository, worker_id: str = "w1", **kwargs: Any) -> dict[str, Any]:
+    [row] = repo.claim_jobs(worker_id, 1, lease_seconds=kwargs.pop("lease_seconds", 60), **kwargs)
+    return row
+
+
+def expire_lease(repo: JobRepository, job_id: Any) -> None:
+    """Simulate a worker that stopped renewing: its lease ran out a second ago."""
+    with repo.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": job_id},
+        )
+
+
+def count_jobs(repo: JobRepository) -> int:
+    with repo.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()

@@ -1,0 +1,131 @@
+"""Health, readiness, provider status and behaviour while PostgreSQL is away."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from ai_service import db
+from ai_service.config import Settings
+from ai_service.localpg import LocalCluster, free_port
+from tests.conftest import make_settings
+from tests.integration.helpers import job_body
+from tests.support.fake_llm import FakeLLMServer
+
+SECRET = "sk-test-secret-key-123"
+
+
+def providers(app: Flask) -> dict[str, dict]:
+    response = app.test_client().get("/api/v1/providers/status")
+    assert response.status_code == 200
+    assert SECRET not in response.get_data(as_text=True)
+    return {p["name"]: p for p in response.json["providers"]}
+
+
+def test_healthz_and_readyz_when_all_is_well(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"] == {"database": "ok", "migrations": "at head"}
+
+
+def test_readyz_is_503_when_migrations_are_behind(app: Flask) -> None:
+    engine = app.extensions["ai_service"].repository.engine
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'old'"))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "head is" in response.json["checks"]["migrations"]
+
+
+def test_providers_status_reports_a_reachable_llm_without_its_key(
+    database_url: str, fake_llm: FakeLLMServer, make_app: Callable[[Settings], Flask]
+) -> None:
+    settings = make_settings(database_url, LLM_BASE_URL=fake_llm.base_url, LLM_API_KEY=SECRET)
+    status = providers(make_app(settings))
+    assert status["llm"]["configured"] and status["llm"]["reachable"]
+    assert status["llm"]["models"] == ["qwen2.5-14b"]
+    assert status["llm"]["latency_ms"] >= 0 and status["llm"]["error"] is None
+    assert status["whisperx"] == {
+        "name": "whisperx", "configured": False, "reachable": False, "latency_ms": None,
+        "models": [], "error": "not configured",
+    }
+
+
+def test_providers_status_reports_a_wrong_key_and_hides_url_credentials(
+    database_url: str, fake_llm: FakeLLMServer, make_app: Callable[[Settings], Flask]
+) -> None:
+    url = fake_llm.base_url.replace("http://", "http://admin:hunter2@")
+    settings = make_settings(database_url, LLM_BASE_URL=url, LLM_API_KEY="sk-wrong-key")
+    status = providers(make_app(settings))
+    assert status["llm"]["reachable"] is True
+    assert status["llm"]["error"] == "HTTP 401"
+    assert "hunter2" not in str(status) and "sk-wrong-key" not in str(status)
+
+
+def test_providers_status_never_hangs_and_names_the_failure(
+    database_url: str, make_app: Callable[[Settings], Flask]
+) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        closed_port = free_port()
+        settings = make_settings(
+            database_url,
+            LLM_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
+            WHISPERX_URL=f"http://127.0.0.1:{closed_port}",
+        )
+        app = make_app(settings)
+        started = time.monotonic()
+        status = providers(app)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.5  # the 2-second cap, checks run in parallel
+    assert (status["llm"]["reachable"], status["llm"]["error"]) == (False, "timed out")
+    assert (status["whisperx"]["reachable"], status["whisperx"]["error"]) == (
+        False, "connection failed")
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalCluster]:
+    """A cluster this test may stop and start without disturbing the others."""
+    base = Path(tempfile.mkdtemp(prefix="ai-service-outage-"))
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "data", free_port())
+    cluster.init()
+    cluster.start()  # durable: this test crashes it on purpose
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_database_outage_is_503_json_and_service_recovers_without_restart(
+    own_cluster: LocalCluster, make_app: Callable[[Settings], Flask]
+) -> None:
+    own_cluster.create_database("outage")
+    url = own_cluster.url("outage")
+    db.migrate(url)
+    app = make_app(make_settings(url))
+    client = app.test_client()
+    assert client.post("/api/v1/jobs", json=job_body()).status_code == 201
+
+    own_cluster.stop(mode="immediate")
+    for response in (client.post("/api/v1/jobs", json=job_body()), client.get("/api/v1/stats")):
+        assert response.status_code == 503
+        assert response.json["error"]["code"] == "database_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+    own_cluster.start()
+    assert client.post("/api/v1/jobs", json=job_body()).status_code == 201
+    assert client.get("/readyz").status_code == 200
