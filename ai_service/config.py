@@ -32,6 +32,13 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in _TRUE:
@@ -92,6 +99,7 @@ class Settings:
     llm_timeout: float = 300.0
     whisperx_url: str | None = None
     whisperx_asr_path: str = "/asr"
+    whisperx_timeout: float = 1800.0
     whisperx_max_audio_bytes: int = 200 * 1024 * 1024
     worker_id: str = ""
     worker_poll_interval: float = 2.0
@@ -117,7 +125,7 @@ def _default_worker_id() -> str:
 _PARSERS = {
     "DATABASE_URL": ("database_url", to_sqlalchemy_url),
     "HTTP_HOST": ("http_host", str),
-    "HTTP_PORT": ("http_port", int),
+    "HTTP_PORT": ("http_port", parse_int),
     "MIGRATE_ON_START": ("migrate_on_start", parse_bool),
     "LLM_BASE_URL": ("llm_base_url", _http_url),
     "LLM_API_KEY": ("llm_api_key", str),
@@ -125,25 +133,27 @@ _PARSERS = {
     "LLM_TIMEOUT": ("llm_timeout", parse_duration),
     "WHISPERX_URL": ("whisperx_url", _http_url),
     "WHISPERX_ASR_PATH": ("whisperx_asr_path", str),
-    "WHISPERX_MAX_AUDIO_BYTES": ("whisperx_max_audio_bytes", int),
+    "WHISPERX_TIMEOUT": ("whisperx_timeout", parse_duration),
+    "WHISPERX_MAX_AUDIO_BYTES": ("whisperx_max_audio_bytes", parse_int),
     "WORKER_ID": ("worker_id", str),
     "WORKER_POLL_INTERVAL": ("worker_poll_interval", parse_duration),
-    "WORKER_CLAIM_LIMIT": ("worker_claim_limit", int),
+    "WORKER_CLAIM_LIMIT": ("worker_claim_limit", parse_int),
     "WORKER_LEASE": ("worker_lease", parse_duration),
     "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
     "MODEL_CONCURRENCY": ("model_concurrency", parse_model_concurrency),
-    "MAX_CONTENT_LENGTH": ("max_content_length", int),
-    "MAX_BATCH_SIZE": ("max_batch_size", int),
+    "MAX_CONTENT_LENGTH": ("max_content_length", parse_int),
+    "MAX_BATCH_SIZE": ("max_batch_size", parse_int),
     "RETRY_BACKOFF_BASE": ("retry_backoff_base", parse_duration),
     "RETRY_BACKOFF_MAX": ("retry_backoff_max", parse_duration),
-    "MAX_DEFERRALS": ("max_deferrals", int),
-    "DB_POOL_SIZE": ("db_pool_size", int),
+    "MAX_DEFERRALS": ("max_deferrals", parse_int),
+    "DB_POOL_SIZE": ("db_pool_size", parse_int),
     "LOG_LEVEL": ("log_level", str.upper),
 }
 
 _POSITIVE = {
     "http_port", "worker_poll_interval", "worker_claim_limit", "worker_lease", "llm_timeout",
-    "max_content_length", "max_batch_size", "db_pool_size", "whisperx_max_audio_bytes",
+    "whisperx_timeout", "max_content_length", "max_batch_size", "db_pool_size",
+    "whisperx_max_audio_bytes",
 }
 _NON_NEGATIVE = {
     "worker_shutdown_grace", "retry_backoff_base", "retry_backoff_max", "max_deferrals",

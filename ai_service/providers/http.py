@@ -1,0 +1,207 @@
+"""HTTP plumbing shared by the provider clients: one requests.Session per thread, requests that
+another thread can abort by closing their connection, and one mapping from HTTP failures to
+error categories with their retry rules.
+
+Aborting matters because an LLM server keeps generating for a request whose client merely
+stopped waiting; closing the socket is what tells vLLM or llama.cpp to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+MAX_ERROR_TEXT = 500
+
+
+@dataclass
+class ProviderError(Exception):
+    """A failed provider call, already classified. `defer` means backpressure: retry later
+    without spending the job's attempt."""
+
+    category: str
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+    defer: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.category}: {self.message}"
+
+
+class Aborted(Exception):
+    """The request was abandoned on purpose (the job was cancelled or its lease lost)."""
+
+
+class AbortSignal:
+    """Lets one thread abandon another thread's in-flight HTTP request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._aborted = False
+        self._connection: HTTPConnection | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            connection = self._connection
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def _attach(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            if self._aborted:
+                raise Aborted("aborted before the request was sent")
+            self._connection = connection
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._connection = None
+
+
+_current = threading.local()
+
+
+@contextmanager
+def abortable(signal: AbortSignal) -> Iterator[None]:
+    """Requests made by this thread inside the block can be aborted through `signal`."""
+    _current.signal = signal
+    try:
+        yield
+    finally:
+        _current.signal = None
+        signal._detach()
+
+
+class _AbortableMixin:
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        signal = getattr(_current, "signal", None)
+        if signal is not None:
+            signal._attach(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _AbortableHTTPConnection(_AbortableMixin, HTTPConnection):
+    pass
+
+
+class _AbortableHTTPSConnection(_AbortableMixin, HTTPSConnection):
+    pass
+
+
+class _AbortableHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _AbortableHTTPConnection
+
+
+class _AbortableHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _AbortableHTTPSConnection
+
+
+def make_session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": _AbortableHTTPPool, "https": _AbortableHTTPSPool,
+    }
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ThreadSessions:
+    """One requests.Session per thread: connection reuse without sharing a Session across
+    threads, which requests does not promise is safe."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session()
+        return session
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """Shorten a provider's error text and blank any secret it echoes back."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:MAX_ERROR_TEXT]
+
+
+def error_text(response: requests.Response) -> str:
+    """The provider's own error message when it sent one, else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:MAX_ERROR_TEXT]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):
+            return str(body["detail"])
+    return response.text[:MAX_ERROR_TEXT]
+
+
+def classify_exception(exc: requests.RequestException, signal: AbortSignal | None) -> Exception:
+    if signal is not None and signal.aborted:
+        return Aborted("the request was abandoned")
+    if isinstance(exc, requests.Timeout):
+        return ProviderError("timeout", "the provider did not answer in time", retryable=True)
+    if isinstance(exc, requests.ConnectionError):
+        return ProviderError(
+            "provider_unavailable", "could not connect to the provider", retryable=True
+        )
+    return ProviderError("provider_unavailable", type(exc).__name__, retryable=True)
+
+
+def classify_status(response: requests.Response, *secrets: str | None) -> ProviderError:
+    """Map an HTTP error status to a category and its retry rule."""
+    status = response.status_code
+    text = scrub(error_text(response), *secrets)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 429 or (status == 503 and retry_after is not None):
+        return ProviderError("rate_limited", f"HTTP {status}: {text}", retryable=True,
+                             retry_after=retry_after, defer=True)
+    if status >= 500:
+        return ProviderError("provider_unavailable", f"HTTP {status}: {text}", retryable=True)
+    if status in (401, 403):
+        return ProviderError("auth", f"HTTP {status}: {text}")
+    return ProviderError("invalid_input", f"HTTP {status}: {text}")

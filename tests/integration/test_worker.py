@@ -1,0 +1,298 @@
+"""The worker loop and its runners, in process, against a real database and a real HTTP LLM."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ai_service.app import make_repository
+from ai_service.repository import JobRepository, RetryPolicy
+from tests.conftest import make_settings
+from tests.integration.helpers import new_job
+from tests.support.fake_llm import FakeLLMServer
+from worker.loop import Worker
+from worker.main import build_runners, worker_config
+
+SECRET = "sk-test-secret-key-123"
+FINISHED = ("completed", "failed")
+
+
+class RunningWorker:
+    def __init__(self, worker: Worker, repo: JobRepository) -> None:
+        self.worker = worker
+        self.repo = repo
+        self.thread = threading.Thread(target=worker.run, name="worker-under-test")
+
+    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool], timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.repo.get_job(job_id)
+            if predicate(job) or time.monotonic() > deadline:
+                return job
+            time.sleep(0.02)
+
+    def wait_finished(self, job_id: Any, timeout: float = 10) -> dict:
+        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
+
+    def stop(self) -> None:
+        self.worker.request_stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def start_worker(
+    database_url: str, fake_llm: FakeLLMServer
+) -> Iterator[Callable[..., RunningWorker]]:
+    started: list[RunningWorker] = []
+
+    def start(**env: str) -> RunningWorker:
+        settings = make_settings(database_url, **{
+            "LLM_BASE_URL": fake_llm.base_url, "LLM_API_KEY": SECRET,
+            "WHISPERX_URL": fake_llm.root_url, "LLM_TIMEOUT": "2s",
+            "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "4", **env,
+        })
+        repo = make_repository(settings, "worker-test")
+        repo.policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
+        running = RunningWorker(Worker(repo, build_runners(settings), worker_config(settings)),
+                                repo)
+        running.thread.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+        running.repo.engine.dispose()
+
+
+def submit(w: RunningWorker, user: str = "hello", **fields: Any) -> Any:
+    [(job, _)] = w.repo.create_jobs([new_job(input={"user": user}, **fields)])
+    return job["id"]
+
+
+def test_a_chat_job_completes_with_content_usage_and_duration(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    w = start_worker()
+    job = w.wait_finished(submit(w, "Classify this text", owner_ref="x"))
+    assert job["status"] == "completed"
+    result = job["result"]
+    assert result["content"] == "echo: Classify this text"
+    assert result["model"] == "qwen2.5-14b" and result["finish_reason"] == "stop"
+    assert result["usage"]["total_tokens"] == result["usage"]["prompt_tokens"] + result[
+        "usage"]["completion_tokens"] > 0
+    assert result["duration_ms"] > 0
+    [request] = fake_llm.chat_requests()
+    assert request["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert request["json"]["model"] == "qwen2.5-14b"
+
+
+def test_a_transient_500_is_retried_and_then_completes(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker()
+    job = w.wait_finished(submit(w, "[[fault:500:times=1]] hi"))
+    assert (job["status"], job["attempts"]) == ("completed", 2)
+
+
+@pytest.mark.parametrize(("directive", "category"), [
+    ("[[fault:500]]", "provider_unavailable"),
+    ("[[fault:hang:5]]", "timeout"),
+    ("[[fault:malformed]]", "bad_response"),
+    ("[[fault:not_completion]]", "bad_response"),
+])
+def test_retryable_failures_spend_attempts_then_fail_with_their_category(
+    start_worker: Callable[..., RunningWorker], directive: str, category: str
+) -> None:
+    w = start_worker(LLM_TIMEOUT="500ms")
+    job = w.wait_finished(submit(w, f"{directive} hi", max_attempts=2), timeout=15)
+    assert (job["status"], job["error_category"], job["attempts"]) == ("failed", category, 2)
+
+
+@pytest.mark.parametrize(("directive", "category"), [
+    ("[[fault:context_length]]", "context_length_exceeded"),
+    ("[[fault:llamacpp_context]]", "context_length_exceeded"),
+    ("[[fault:bad_request]]", "invalid_input"),
+    ("[[fault:401]]", "auth"),
+    ("[[fault:403]]", "auth"),
+])
+def test_permanent_failures_are_not_retried(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer,
+    directive: str, category: str,
+) -> None:
+    w = start_worker()
+    job = w.wait_finished(submit(w, f"{directive} hi"))
+    assert (job["status"], job["error_category"], job["attempts"]) == ("failed", category, 1)
+    assert len(fake_llm.chat_requests()) == 1
+    assert SECRET not in (job["error_message"] or "")
+
+
+def test_rate_limiting_defers_without_spending_attempts(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker()
+    job_id = submit(w, "[[fault:429:retry_after=1:times=1]] hi", max_attempts=1)
+    deferred = w.wait_for(job_id, lambda j: j["deferrals"] == 1)
+    assert (deferred["status"], deferred["attempts"]) == ("pending", 0)
+    assert (deferred["run_after"] - deferred["updated_at"]).total_seconds() >= 0.9
+    job = w.wait_finished(job_id)
+    assert (job["status"], job["attempts"], job["deferrals"]) == ("completed", 1, 1)
+
+
+def test_deferrals_are_bounded(start_worker: Callable[..., RunningWorker]) -> None:
+    w = start_worker()
+    job = w.wait_finished(submit(w, "[[fault:503:retry_after=0]] hi"))
+    assert (job["status"], job["error_category"], job["deferrals"]) == ("failed", "rate_limited", 3)
+
+
+def test_invalid_input_fails_without_calling_the_llm(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    w = start_worker()
+    [(job, _)] = w.repo.create_jobs([new_job(input={"messages": "not a list"})])
+    done = w.wait_finished(job["id"])
+    assert (done["status"], done["error_category"], done["attempts"]) == (
+        "failed", "invalid_input", 1)
+    assert fake_llm.chat_requests() == []
+
+
+def test_connection_refused_is_provider_unavailable(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    from ai_service.localpg import free_port
+
+    w = start_worker(LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
+    job = w.wait_finished(submit(w, max_attempts=1))
+    assert (job["status"], job["error_category"]) == ("failed", "provider_unavailable")
+
+
+def test_slots_are_refilled_as_they_free_up_not_batch_by_batch(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker(WORKER_CLAIM_LIMIT="2", LLM_TIMEOUT="10s")
+    slow = submit(w, "[[latency:3000]] slow")
+    time.sleep(0.2)
+    quick = [submit(w, f"quick {i}") for i in range(4)]
+    for job_id in quick:
+        assert w.wait_finished(job_id, timeout=2.5)["status"] == "completed"
+    assert w.repo.get_job(slow)["status"] == "running"
+    assert w.wait_finished(slow)["status"] == "completed"
+
+
+def test_a_cancelled_job_is_abandoned_mid_request_and_its_slot_freed(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    w = start_worker(WORKER_CLAIM_LIMIT="1", LLM_TIMEOUT="30s")
+    hanging = submit(w, "[[fault:hang:20]] hang")
+    w.wait_for(hanging, lambda j: j["status"] == "running")
+    time.sleep(0.3)  # the request is in flight
+    w.repo.cancel_job(hanging)
+    w.worker.renew_leases()  # the heartbeat notices at once instead of after lease/3
+
+    deadline = time.monotonic() + 5
+    while fake_llm.disconnects < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_llm.disconnects == 1
+    assert w.wait_finished(submit(w, "next"), timeout=5)["status"] == "completed"
+    assert w.repo.get_job(hanging)["status"] == "cancelled"
+
+
+def test_the_heartbeat_keeps_a_long_job_from_being_reclaimed(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker(WORKER_LEASE="1500ms", LLM_TIMEOUT="10s")
+    job_id = submit(w, "[[latency:3500]] long")
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    time.sleep(2)  # past the first lease
+    assert w.repo.claim_jobs("thief", 1, lease_seconds=60) == []
+    job = w.wait_finished(job_id)
+    assert (job["status"], job["attempts"], job["worker_id"]) == ("completed", 1, "test-worker")
+
+
+def test_stop_lets_running_jobs_finish_within_the_grace_period(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker(WORKER_SHUTDOWN_GRACE="10s", LLM_TIMEOUT="10s")
+    job_id = submit(w, "[[latency:1000]] finishing")
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.stop()
+    assert w.repo.get_job(job_id)["status"] == "completed"
+
+
+def test_stop_gives_back_what_does_not_finish_without_counting_the_attempt(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    w = start_worker(WORKER_SHUTDOWN_GRACE="300ms", LLM_TIMEOUT="30s")
+    job_id = submit(w, "[[fault:hang:20]] too long")
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    started = time.monotonic()
+    w.stop()
+    assert time.monotonic() - started < 5
+    job = w.repo.get_job(job_id)
+    assert (job["status"], job["attempts"]) == ("pending", 0)
+
+
+def test_a_second_stop_gives_back_at_once(start_worker: Callable[..., RunningWorker]) -> None:
+    w = start_worker(WORKER_SHUTDOWN_GRACE="60s", LLM_TIMEOUT="30s")
+    job_id = submit(w, "[[fault:hang:20]] too long")
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.worker.request_stop()
+    time.sleep(0.2)
+    started = time.monotonic()
+    w.stop()  # the second signal
+    assert time.monotonic() - started < 5
+    assert w.repo.get_job(job_id)["status"] == "pending"
+
+
+def test_new_jobs_wake_the_worker_before_the_poll_interval(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    w = start_worker(WORKER_POLL_INTERVAL="60s")
+    time.sleep(1)  # the listener is up and has proven delivery
+    job = w.wait_finished(submit(w), timeout=10)
+    assert job["status"] == "completed"
+
+
+def test_a_transcription_completes_with_segments_and_speakers(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.set_audio("call.wav", b"RIFF" + b"\0" * 1000)
+    w = start_worker()
+    [(job, _)] = w.repo.create_jobs([new_job(
+        task_type="transcribe", model_profile="whisperx",
+        input={"audio_url": f"{fake_llm.root_url}/audio/call.wav", "language": "ru",
+               "diarize": True},
+    )])
+    done = w.wait_finished(job["id"])
+    assert done["status"] == "completed", done
+    result = done["result"]
+    assert result["language"] == "ru" and result["text"]
+    assert result["segments"][0]["speaker"] == "SPEAKER_00"
+    assert result["duration_ms"] > 0
+    [asr] = [r for r in fake_llm.requests if r["path"] == "/asr"]
+    assert asr["query"]["task"] == "transcribe" and asr["query"]["output"] == "json"
+    assert asr["query"]["diarize"] == "true"
+
+
+@pytest.mark.parametrize(("audio", "env", "category"), [
+    ("missing.wav", {}, "invalid_input"),
+    ("big.wav", {"WHISPERX_MAX_AUDIO_BYTES": "100"}, "invalid_input"),
+])
+def test_unusable_audio_fails_as_invalid_input(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer,
+    audio: str, env: dict, category: str,
+) -> None:
+    fake_llm.set_audio("big.wav", b"x" * 1000)
+    w = start_worker(**env)
+    [(job, _)] = w.repo.create_jobs([new_job(
+        task_type="transcribe", model_profile="whisperx",
+        input={"audio_url": f"{fake_llm.root_url}/audio/{audio}"},
+    )])
+    done = w.wait_finished(job["id"])
+    assert (done["status"], done["error_category"]) == ("failed", category)

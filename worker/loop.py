@@ -1,0 +1,286 @@
+"""The worker loop: claim, run, heartbeat, shut down. Runners do the work; this decides when to
+claim, keeps leases alive, stores outcomes, and gives back what it cannot finish.
+
+Threads: the main thread claims and waits; a pool of WORKER_CLAIM_LIMIT threads runs jobs and
+stores their outcomes; one thread renews leases; an optional one LISTENs for new jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
+from ai_service.providers.http import AbortSignal
+from ai_service.repository import JobRepository, Lease
+from worker.notify import NotifyListener
+from worker.runners import Abandoned, Completed, Failed, Outcome, Runner
+
+log = logging.getLogger("worker")
+
+MAX_DB_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    concurrency: int
+    poll_interval: float
+    lease_seconds: float
+    shutdown_grace: float
+    model_concurrency: dict[str, int] = field(default_factory=dict)
+    listen_conninfo: str | None = None  # libpq URL to LISTEN for new jobs; None: poll only
+
+
+@dataclass
+class RunningJob:
+    job: dict[str, Any]
+    lease: Lease
+    runner: Runner
+    signal: AbortSignal = field(default_factory=AbortSignal)
+    lost: bool = False  # cancelled, retried or reclaimed: its outcome is not ours to store
+    storing: bool = False
+
+
+class Backoff:
+    """Exponential backoff for database outages, reset by the first success."""
+
+    def __init__(self, first: float = 0.5, cap: float = MAX_DB_BACKOFF) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class Worker:
+    def __init__(
+        self, repository: JobRepository, runners: Sequence[Runner], config: WorkerConfig
+    ) -> None:
+        self.repository = repository
+        self.runners = list(runners)
+        self.config = config
+        self._by_route = {
+            (task_type, profile): runner
+            for runner in self.runners
+            for task_type in runner.task_types
+            for profile in runner.model_profiles
+        }
+        self.task_types = sorted({t for t, _ in self._by_route})
+        self.model_profiles = sorted({p for _, p in self._by_route})
+        self._running: dict[uuid.UUID, RunningJob] = {}
+        self._lock = threading.Lock()
+        self.wake = threading.Event()  # new work may be there, or a slot freed, or stop asked
+        self.stopping = threading.Event()  # stop claiming, let running jobs finish
+        self.hard_stop = threading.Event()  # give back at once
+        self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
+                                           daemon=True)
+
+    # ----- control ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: drain within the grace period. Second call: give everything back now."""
+        if self.stopping.is_set():
+            log.warning("second stop signal: giving running jobs back now")
+            self.hard_stop.set()
+        else:
+            log.info("stop signal: no new claims, letting %d running jobs finish (grace %.0fs)",
+                     self.running_count(), self.config.shutdown_grace)
+            self.stopping.set()
+        self.wake.set()
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def run(self) -> None:
+        """Claim and run until asked to stop, then drain and give back what is left."""
+        if not self.runners:
+            log.warning("no runner is configured (set LLM_BASE_URL and/or WHISPERX_URL): "
+                        "this worker claims nothing")
+        log.info("worker %s started: task types %s, model profiles %s, %d slots",
+                 self.config.worker_id, self.task_types, self.model_profiles,
+                 self.config.concurrency)
+        self._heartbeat.start()
+        if self.config.listen_conninfo and self.runners:
+            NotifyListener(self.config.listen_conninfo, self.wake, self.hard_stop,
+                           self.config.poll_interval).start()
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                claimed = self._claim()
+                backoff.reset()
+            except DatabaseUnavailable:
+                delay = backoff.next()
+                log.warning("database unavailable while claiming; retrying in %.1fs", delay)
+                self.stopping.wait(delay)
+                continue
+            if claimed and self.running_count() < self.config.concurrency:
+                continue  # there was work and there is room: claim again at once
+            self.wake.wait(self.config.poll_interval)
+        self._drain()
+
+    # ----- claiming and running ---------------------------------------------------------------
+
+    def _claim(self) -> int:
+        free = self.config.concurrency - self.running_count()
+        if free <= 0 or not self.runners:
+            return 0
+        jobs = self.repository.claim_jobs(
+            self.config.worker_id, free,
+            lease_seconds=self.config.lease_seconds,
+            task_types=self.task_types, model_profiles=self.model_profiles,
+            model_concurrency=self.config.model_concurrency,
+        )
+        for job in jobs:
+            self._start(job)
+        return len(jobs)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        lease = Lease(job["id"], self.config.worker_id, job["lease_token"])
+        runner = self._by_route[(job["task_type"], job["model_profile"])]
+        running = RunningJob(job, lease, runner)
+        with self._lock:
+            self._running[job["id"]] = running
+        log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"])
+        self._pool.submit(self._execute, running)
+
+    def _execute(self, running: RunningJob) -> None:
+        try:
+            outcome = self._run_safely(running)
+            with self._lock:
+                if running.lost or isinstance(outcome, Abandoned):
+                    log.info("job %s dropped: no longer held by this worker", running.lease.job_id)
+                    return
+                running.storing = True
+            self._store(running, outcome)
+        finally:
+            with self._lock:
+                self._running.pop(running.lease.job_id, None)
+            self.wake.set()
+
+    def _run_safely(self, running: RunningJob) -> Outcome:
+        try:
+            return running.runner.run(running.job, running.signal)
+        except Exception as exc:  # a runner bug must not kill the slot or lose the job
+            log.exception("runner crashed on job %s", running.lease.job_id)
+            return Failed("internal_error", f"{type(exc).__name__} in the runner", retryable=True)
+
+    def _store(self, running: RunningJob, outcome: Outcome) -> None:
+        """Store the outcome, retrying through database outages: a result we hold is not lost
+        because PostgreSQL restarted. A conflict means the job is no longer ours."""
+        backoff = Backoff()
+        while True:
+            try:
+                self._write(running.lease, outcome)
+                return
+            except (JobStateConflict, JobNotFound) as exc:
+                log.warning("job %s outcome not stored: %s", running.lease.job_id, exc)
+                return
+            except DatabaseUnavailable:
+                if self.hard_stop.is_set():
+                    log.error("job %s outcome not stored before exit: the database is down; "
+                              "the job runs again once its lease expires", running.lease.job_id)
+                    return
+                delay = backoff.next()
+                log.warning("database unavailable storing job %s; retrying in %.1fs",
+                            running.lease.job_id, delay)
+                self.hard_stop.wait(delay)
+
+    def _write(self, lease: Lease, outcome: Outcome) -> None:
+        repo = self.repository
+        if isinstance(outcome, Completed):
+            repo.complete_job(lease, outcome.result)
+            log.info("job %s completed", lease.job_id)
+        elif isinstance(outcome, Failed) and outcome.defer:
+            job = repo.defer_job(lease, outcome.category, outcome.message,
+                                 retry_after=outcome.retry_after)
+            log.info("job %s deferred (%s), now %s", lease.job_id, outcome.category, job["status"])
+        elif isinstance(outcome, Failed):
+            job = repo.fail_job(lease, outcome.category, outcome.message,
+                                retryable=outcome.retryable, retry_after=outcome.retry_after)
+            log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
+                     job["status"])
+
+    # ----- leases -----------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while not self.hard_stop.wait(interval):
+            self.renew_leases()
+
+    def renew_leases(self) -> None:
+        """Extend every running job's lease in one statement; abandon the ones we lost."""
+        with self._lock:
+            held = [r for r in self._running.values() if not r.lost and not r.storing]
+        if not held:
+            return
+        try:
+            still = self.repository.heartbeat_jobs(
+                self.config.worker_id, [r.lease for r in held], self.config.lease_seconds
+            )
+        except DatabaseUnavailable:
+            log.warning("database unavailable renewing %d leases; will retry", len(held))
+            return
+        for running in held:
+            if running.lease.job_id not in still:
+                self._abandon(running, "cancelled or reclaimed elsewhere")
+
+    def _abandon(self, running: RunningJob, why: str) -> None:
+        with self._lock:
+            if running.storing or running.lease.job_id not in self._running:
+                return  # finished in the meantime
+            running.lost = True
+        log.info("job %s abandoned: %s", running.lease.job_id, why)
+        running.signal.abort()
+
+    # ----- shutdown ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while self.running_count() and not self.hard_stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.wake.wait(min(remaining, 0.5))
+            self.wake.clear()
+        self._give_back()
+        self.hard_stop.set()  # stops the heartbeat thread
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        log.info("worker %s stopped", self.config.worker_id)
+
+    def _give_back(self) -> None:
+        """Release whatever is still running to pending, without counting the attempt."""
+        with self._lock:
+            left = [r for r in self._running.values() if not r.storing and not r.lost]
+            for running in left:
+                running.lost = True
+        if not left:
+            return
+        self._release([r.lease for r in left])
+        for running in left:
+            running.signal.abort()
+
+    def _release(self, leases: list[Lease]) -> None:
+        backoff = Backoff(cap=2.0)
+        for _ in range(5):
+            try:
+                released = self.repository.release_jobs(self.config.worker_id, leases)
+                log.info("gave back %d unfinished jobs", len(released))
+                return
+            except DatabaseUnavailable:
+                time.sleep(backoff.next())
+        log.error("could not give back %d jobs: the database is down; they run again once "
+                  "their leases expire", len(leases))
+

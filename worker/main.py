@@ -1,0 +1,84 @@
+"""`python -m worker` / `ai-service-worker`: the worker process entry point."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from dataclasses import replace
+from types import FrameType
+
+from sqlalchemy.engine import make_url
+
+from ai_service import db
+from ai_service.app import make_repository
+from ai_service.config import ConfigError, Settings, load_settings
+from ai_service.logs import configure_logging
+from ai_service.providers.llm import LLMClient
+from ai_service.providers.whisperx import WhisperXClient
+from worker.loop import Worker, WorkerConfig
+from worker.runners import Runner
+from worker.runners.llm import LLMRunner
+from worker.runners.whisperx import WhisperXRunner
+
+log = logging.getLogger("worker")
+
+
+def build_runners(settings: Settings) -> list[Runner]:
+    runners: list[Runner] = []
+    if settings.llm_base_url:
+        client = LLMClient(settings.llm_base_url, settings.llm_api_key, settings.llm_model,
+                           settings.llm_timeout)
+        runners.append(LLMRunner(client))
+    if settings.whisperx_url:
+        client = WhisperXClient(settings.whisperx_url, settings.whisperx_asr_path,
+                                settings.whisperx_timeout, settings.whisperx_max_audio_bytes)
+        runners.append(WhisperXRunner(client))
+    return runners
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        worker_id=settings.worker_id,
+        concurrency=settings.worker_claim_limit,
+        poll_interval=settings.worker_poll_interval,
+        lease_seconds=settings.worker_lease,
+        shutdown_grace=settings.worker_shutdown_grace,
+        model_concurrency=settings.model_concurrency,
+        listen_conninfo=libpq_url(settings.database_url),
+    )
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if settings.migrate_on_start:
+        db.migrate(settings.database_url)
+    # One connection per job slot plus the claim and heartbeat.
+    pool = max(settings.db_pool_size, settings.worker_claim_limit + 2)
+    repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker")
+    worker = Worker(repository, build_runners(settings), worker_config(settings))
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    repository.engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

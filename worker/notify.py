@@ -1,0 +1,65 @@
+"""Wake the worker early when jobs are created: LISTEN on the channel the repository NOTIFYs.
+
+Polling stays the fallback. Behind PgBouncer in transaction mode LISTEN is accepted but nothing
+is delivered, so the listener proves delivery with a probe of its own first; when the probe does
+not come back it says so once and leaves the worker to poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from ai_service.repository import NOTIFY_CHANNEL
+
+log = logging.getLogger("worker.notify")
+
+PROBE_TIMEOUT = 5.0
+RECONNECT_DELAY = 5.0
+
+
+class NotifyListener(threading.Thread):
+    def __init__(self, conninfo: str, wake: threading.Event, stop: threading.Event,
+                 poll_interval: float) -> None:
+        super().__init__(name="listen", daemon=True)
+        self.conninfo = conninfo
+        self.wake = wake
+        self.stop = stop
+        self.poll_interval = poll_interval
+        self.delivering = threading.Event()  # set once LISTEN is proven to work
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if not self._listen():
+                    return
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); polling until it is back",
+                            type(exc).__name__)
+            self.stop.wait(RECONNECT_DELAY)
+
+    def _listen(self) -> bool:
+        """Listen until stopped or the connection drops. False: LISTEN cannot work here."""
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
+                             application_name="ai-service-worker-listen") as conn:
+            channel = sql.Identifier(NOTIFY_CHANNEL)
+            conn.execute(sql.SQL("LISTEN {}").format(channel))
+            probe = f"probe-{uuid.uuid4()}"
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, probe))
+            if not self._probe_returns(conn, probe):
+                log.warning("LISTEN/NOTIFY is not delivered on this connection (PgBouncer in "
+                            "transaction mode?): polling every %.1fs instead", self.poll_interval)
+                return False
+            self.delivering.set()
+            log.info("listening for new jobs on %s", NOTIFY_CHANNEL)
+            while not self.stop.is_set():
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    self.wake.set()
+        return True
+
+    def _probe_returns(self, conn: psycopg.Connection, probe: str) -> bool:
+        return any(n.payload == probe for n in conn.notifies(timeout=PROBE_TIMEOUT))
