@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PGDATA ?= .pgdata
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install postgres run test lint check bench clean
+.PHONY: install postgres run demo test lint bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ run: install postgres
 	  DATABASE_URL="$$url" $(VENV)/bin/ai-service migrate && \
 	  DATABASE_URL="$$url" MIGRATE_ON_START=false PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	    $(VENV)/bin/honcho start
+
+# `make run` with the test LLM server (tests/support/fake_llm.py, answering "echo: ...") on
+# 127.0.0.1:8099, for trying the service on a machine without a model.
+demo: install
+	@$(PY) -m tests.support.fake_llm --port 8099 --latency-ms 200 & pid=$$!; \
+	  trap "kill $$pid" EXIT INT TERM; \
+	  LLM_BASE_URL=http://127.0.0.1:8099/v1 $(MAKE) --no-print-directory run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -7,11 +7,12 @@ import re
 import uuid
 
 from flask import Flask, g, request
+from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from ai_service import db
-from ai_service.api import Services
-from ai_service.api.errors import ServiceApi, register_error_handlers
+from ai_service.api import Services, health, jobs, ops
+from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.config import Settings, load_settings
 from ai_service.logs import configure_logging
 from ai_service.repository import JobRepository, RetryPolicy
@@ -56,8 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     _register_request_id(app)
-
-    from ai_service.api import health, jobs, ops
+    _require_json_bodies(app)
 
     api.register_blueprint(jobs.blp)
     api.register_blueprint(ops.blp)
@@ -77,3 +77,16 @@ def _register_request_id(app: Flask) -> None:
     def _echo(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+def _require_json_bodies(app: Flask) -> None:
+    """A body in another format is refused as such, not reported as missing fields."""
+
+    @app.before_request
+    def _check() -> ResponseReturnValue | None:
+        if request.content_length and not request.is_json:
+            return error_response(
+                415, "unsupported_media_type", "send the body as application/json",
+                {"content_type": request.content_type or ""},
+            )
+        return None

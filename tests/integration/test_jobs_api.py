@@ -426,3 +426,9 @@ def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] \
         == "abc-123"
     assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+
+
+def test_a_body_that_is_not_json_is_415(client: FlaskClient, repo: JobRepository) -> None:
+    response = client.post(f"{API}/jobs", data="owner_service=x", content_type="text/plain")
+    assert_error(response, 415, "unsupported_media_type")
+    assert count_jobs(repo) == 0

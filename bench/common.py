@@ -1,0 +1,88 @@
+"""What every benchmark needs: a throwaway PostgreSQL, the fake LLM in a process of its own,
+worker processes, and a table printer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from ai_service import db
+from ai_service.localpg import LocalCluster, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def throwaway_postgres(fsync: bool = True) -> Iterator[LocalCluster]:
+    """A fresh cluster, durable like production unless told otherwise, removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="ai-service-bench-"))
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "data", free_port())
+    cluster.init()
+    cluster.start(fsync=fsync, extra=("shared_buffers=256MB",))
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fresh_database(cluster: LocalCluster, name: str) -> str:
+    cluster.create_database(name)
+    url = cluster.url(name)
+    db.migrate(url)
+    return url
+
+
+@contextmanager
+def fake_llm_process(latency_ms: float) -> Iterator[str]:
+    """The test LLM server in its own process, so it does not share the bench's GIL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_llm", "--port", str(port),
+         "--latency-ms", str(latency_ms)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_http(f"{url}/models")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "WORKER_"))}
+    env.update({"DATABASE_URL": database_url, "MIGRATE_ON_START": "false",
+                "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
