@@ -31,6 +31,10 @@ run: install postgres
 	@url="$${DATABASE_URL:-$$($(PY) -m ai_service.localpg start $(PGDATA))}" && \
 	  echo "DATABASE_URL=$$url" && \
 	  DATABASE_URL="$$url" $(VENV)/bin/ai-service migrate && \
+	  token=$$(DATABASE_URL="$$url" $(VENV)/bin/ai-service tokens ensure --name local-admin \
+	    --role admin --file .local-admin-token) && \
+	  echo "admin token (kept in .local-admin-token): $$token" && \
+	  echo "try:  curl -s -H 'Authorization: Bearer $$token' http://127.0.0.1:$${HTTP_PORT:-8080}/api/v1/stats" && \
 	  DATABASE_URL="$$url" MIGRATE_ON_START=false PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	    $(VENV)/bin/honcho start
 

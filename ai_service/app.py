@@ -12,10 +12,11 @@ from flask.wrappers import Response
 
 from ai_service import db
 from ai_service.api import Services, health, jobs, ops
+from ai_service.api.auth import register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.config import Settings, load_settings
 from ai_service.logs import configure_logging
-from ai_service.repository import JobRepository, RetryPolicy
+from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,28 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_content_length,
         API_TITLE="AI Service",
         API_VERSION="v1",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+            }},
+        },
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
     )
     api = ServiceApi(app)
+    repository = make_repository(settings, "ai-service-web")
     app.extensions["ai_service"] = Services(
         settings=settings,
-        repository=make_repository(settings, "ai-service-web"),
+        repository=repository,
         api=api,
         head_revision=db.head_revision(settings.database_url),
     )
     register_error_handlers(app)
     _register_request_id(app)
+    register_auth(app, TokenRepository(repository), settings.auth_disabled)
     _require_json_bodies(app)
 
     api.register_blueprint(jobs.blp)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 from ai_service import db
+from ai_service.api.auth import TOKEN_CACHE_SECONDS
+from ai_service.app import make_repository
+from ai_service.auth import ROLE_CALLER, hash_token, new_token
 from ai_service.config import ConfigError, Settings, load_settings, redact_url
+from ai_service.errors import ServiceError
+from ai_service.models import ROLES
+from ai_service.repository import TokenRepository
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -25,6 +34,96 @@ def _check_config(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _tokens(settings: Settings) -> Iterator[TokenRepository]:
+    repository = make_repository(settings, "ai-service-cli")
+    try:
+        yield TokenRepository(repository)
+    finally:
+        repository.engine.dispose()
+
+
+def _create_token(settings: Settings, args: argparse.Namespace) -> int:
+    if args.role == ROLE_CALLER and not args.owner_service:
+        print("a caller token needs at least one --owner-service", file=sys.stderr)
+        return 2
+    token = new_token()
+    with _tokens(settings) as tokens:
+        tokens.create_token(args.name, args.role, args.owner_service or [], hash_token(token),
+                            token[:8])
+    print(token)
+    if not args.quiet:
+        print(f"token {args.name!r} ({args.role}) created; it is shown only this once",
+              file=sys.stderr)
+    return 0
+
+
+def _list_tokens(settings: Settings, _: argparse.Namespace) -> int:
+    print(f"{'NAME':24} {'ROLE':7} {'PREFIX':9} {'CREATED':20} {'REVOKED':20} OWNER SERVICES")
+    with _tokens(settings) as tokens:
+        rows = tokens.list_tokens()
+    for row in rows:
+        revoked = f"{row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else "-"
+        print(f"{row['name']:24} {row['role']:7} {row['prefix'] + '…':9} "
+              f"{row['created_at']:%Y-%m-%d %H:%M:%S}  {revoked:20} "
+              f"{','.join(row['owner_services']) or '-'}")
+    return 0
+
+
+def _revoke_token(settings: Settings, args: argparse.Namespace) -> int:
+    with _tokens(settings) as tokens:
+        revoked = tokens.revoke_token(args.name)
+    if revoked == 0:
+        print(f"no active token named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"token {args.name!r} revoked (servers notice within {TOKEN_CACHE_SECONDS:.0f}s)")
+    return 0
+
+
+def _ensure_token(settings: Settings, args: argparse.Namespace) -> int:
+    """For local runs: reuse the token saved in --file while it is valid, else make one."""
+    path = Path(args.file)
+    saved = path.read_text().strip() if path.exists() else ""
+    with _tokens(settings) as tokens:
+        if saved and tokens.principal_for(hash_token(saved)) is not None:
+            print(saved)
+            return 0
+        tokens.revoke_token(args.name)
+        token = new_token()
+        tokens.create_token(args.name, args.role, args.owner_service or [], hash_token(token),
+                            token[:8])
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    print(token)
+    return 0
+
+
+def _add_token_commands(commands: argparse._SubParsersAction) -> None:
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    for name, run, text in (
+        ("create", _create_token, "create a token and print it once"),
+        ("ensure", _ensure_token, "print the token saved in --file, creating it if needed"),
+    ):
+        create = tokens.add_parser(name, help=text)
+        create.add_argument("--name", required=True)
+        create.add_argument("--role", required=True, choices=ROLES)
+        create.add_argument("--owner-service", action="append", metavar="SERVICE",
+                            help="a service whose jobs a caller token may touch (repeatable)")
+        if name == "create":
+            create.add_argument("--quiet", action="store_true", help="print only the token")
+        else:
+            create.add_argument("--file", required=True, help="where the token is kept (0600)")
+        create.set_defaults(run=run)
+    tokens.add_parser("list", help="list tokens (never the tokens themselves)").set_defaults(
+        run=_list_tokens
+    )
+    revoke = tokens.add_parser("revoke", help="revoke the active token with this name")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_revoke_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check-config", help="validate the environment and print the settings (no secrets)"
     ).set_defaults(run=_check_config)
+    _add_token_commands(commands)
     return parser
 
 
@@ -44,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    return args.run(settings, args)
+    try:
+        return args.run(settings, args)
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ class Settings:
     max_deferrals: int = 20
     db_pool_size: int = 5
     log_level: str = "INFO"
+    auth_disabled: bool = False
 
 
 def _default_worker_id() -> str:
@@ -148,6 +149,7 @@ _PARSERS = {
     "MAX_DEFERRALS": ("max_deferrals", parse_int),
     "DB_POOL_SIZE": ("db_pool_size", parse_int),
     "LOG_LEVEL": ("log_level", str.upper),
+    "AUTH_DISABLED": ("auth_disabled", parse_bool),
 }
 
 _POSITIVE = {

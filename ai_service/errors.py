@@ -9,11 +9,23 @@ from typing import Any
 class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="ai-service"'}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

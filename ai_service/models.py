@@ -8,8 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -18,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -38,6 +41,7 @@ NAMING = {
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
 }
 
 
@@ -117,4 +121,55 @@ class Job(Base):
         Index(
             "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
         ),
+    )
+
+
+EVENT_MAX = 32
+ROLES = ("caller", "worker", "admin")
+
+
+class JobEvent(Base):
+    """The audit trail: one row per status transition, written in the transition's statement."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event: Mapped[str] = mapped_column(String(EVENT_MAX))
+    status: Mapped[str] = mapped_column(String(16))
+    worker_id: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX))
+    attempt: Mapped[int] = mapped_column(Integer)
+    error_category: Mapped[str | None] = mapped_column(String(ERROR_CATEGORY_MAX))
+    message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its SHA-256: tokens are 256-bit random, so a fast hash
+    is enough and lookups stay one index probe."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    owner_services: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    token_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("role IN ('caller', 'worker', 'admin')", name="role"),
+        Index("uq_api_tokens_token_hash", "token_hash", unique=True),
+        Index("uq_api_tokens_active_name", "name", unique=True,
+              postgresql_where=text("revoked_at IS NULL")),
     )

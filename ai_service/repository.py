@@ -17,21 +17,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select, text, tuple_
+from sqlalchemy import Connection, Engine, TextClause, and_, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 
+from ai_service.auth import Principal
 from ai_service.errors import (
+    Conflict,
     DatabaseUnavailable,
     IdempotencyConflict,
     InvalidInput,
     JobNotFound,
     JobStateConflict,
 )
-from ai_service.models import JOB_STATUSES, Job
+from ai_service.models import JOB_STATUSES, ApiToken, Job, JobEvent
 
 Row = dict[str, Any]
+Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 NOTIFY_CHANNEL = "ai_service_jobs"
 jobs_table = Job.__table__
+events_table = JobEvent.__table__
+tokens_table = ApiToken.__table__
 
 # Fields that must match when an idempotency key is reused.
 IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
@@ -87,8 +92,26 @@ class JobPage:
     next_cursor: str | None
 
 
+_EVENT_COLUMNS = "job_id, event, status, worker_id, attempt, error_category, message"
+
+
+def _event_rows(source: str, event: str) -> str:
+    """SELECT the job_events rows for the jobs a CTE changed (the changed rows' new state)."""
+    return (f"SELECT id, {event}, status, worker_id, attempts, error_category, "
+            f"left(error_message, 1000) FROM {source}")
+
+
+def _logged(change: str, event: str) -> TextClause:
+    """A status change and its event in one statement, so the audit trail cannot miss a
+    transition or record one that was rolled back."""
+    return text(f"""
+WITH changed AS ({change}),
+logged AS (INSERT INTO job_events ({_EVENT_COLUMNS}) {_event_rows("changed", event)})
+SELECT * FROM changed""")
+
+
 # Inserts a whole batch in one statement; ids are made here so the answer keeps the batch's order.
-_INSERT_JOBS = text("""
+_INSERT_JOBS = _logged("""
 INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
                   run_after, max_attempts, idempotency_key)
 SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
@@ -98,8 +121,7 @@ FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
     id uuid, owner_service text, owner_ref text, task_type text, model_profile text, input jsonb,
     priority int, run_after timestamptz, max_attempts int, idempotency_key text)
 ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
-""")
+RETURNING *""", "'created'")
 
 _SELECT_BY_IDEMPOTENCY = text("""
 SELECT j.* FROM jobs j
@@ -132,7 +154,9 @@ WITH caps AS (
         SELECT id FROM jobs
         WHERE status = 'running' AND lease_expires_at <= now() AND attempts >= max_attempts
         FOR UPDATE SKIP LOCKED)
-    RETURNING id
+    RETURNING *
+), exhausted_logged AS (
+    INSERT INTO job_events ({columns}) {exhausted_events}
 ), expired AS (
     SELECT id, model_profile, priority, created_at, 0 AS lane FROM jobs
     WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
@@ -156,20 +180,29 @@ WITH caps AS (
         PARTITION BY u.model_profile ORDER BY u.lane, u.priority DESC, u.created_at) AS nth
     FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
 ), chosen AS (
-    SELECT r.id FROM ranked r
+    SELECT r.id, r.lane FROM ranked r
     LEFT JOIN caps c ON c.model_profile = r.model_profile
     LEFT JOIN busy b ON b.model_profile = r.model_profile
     WHERE c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0)
     ORDER BY r.lane, r.priority DESC, r.created_at
     LIMIT :limit
+), claimed AS (
+    UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        started_at = now(), updated_at = now()
+    FROM chosen WHERE jobs.id = chosen.id
+    RETURNING jobs.*, chosen.lane
+), claimed_logged AS (
+    INSERT INTO job_events ({columns}) {claimed_events}
 )
-UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
-    lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => :lease_seconds),
-    started_at = now(), updated_at = now()
-FROM chosen WHERE jobs.id = chosen.id
-RETURNING jobs.*
-""")
+SELECT * FROM claimed
+""".format(
+    columns=_EVENT_COLUMNS,
+    exhausted_events=_event_rows("exhausted", "'lease_expired'"),
+    claimed_events=_event_rows(
+        "claimed", "CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END"),
+))
 
 # Capped profiles are claimed one claimer at a time: the cap counts committed running jobs, so
 # two concurrent claims could otherwise both see room for the last slot.
@@ -178,14 +211,16 @@ SELECT pg_advisory_xact_lock(hashtextextended('ai_service.claim:' || p, 0))
 FROM unnest(CAST(:profiles AS text[])) AS p ORDER BY p
 """)
 
+# A caller token sees only its own owner services; None (workers, admins) sees all.
+_IN_SCOPE = "(CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])))"
+
 _HELD = "id = :id AND status = 'running' AND lease_token = :lease_token AND worker_id = :worker_id"
 
-_COMPLETE_JOB = text(f"""
+_COMPLETE_JOB = _logged(f"""
 UPDATE jobs SET status = 'completed', result = CAST(:result AS jsonb), finished_at = now(),
     updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
 WHERE {_HELD}
-RETURNING *
-""")
+RETURNING *""", "'completed'")
 
 _BACKOFF = (
     "make_interval(secs => coalesce(CAST(:retry_after AS float8), "
@@ -195,7 +230,7 @@ _BACKOFF = (
 
 # A retryable failure with attempts left goes back to pending after a jittered exponential
 # backoff; anything else is final.
-_FAIL_JOB = text(f"""
+_FAIL_JOB = _logged(f"""
 UPDATE jobs SET
     status = CASE WHEN :retryable AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
     run_after = CASE WHEN :retryable AND attempts < max_attempts
@@ -204,12 +239,11 @@ UPDATE jobs SET
     error_category = :category, error_message = :message,
     lease_expires_at = NULL, updated_at = now()
 WHERE {_HELD}
-RETURNING *
-""")
+RETURNING *""", "CASE WHEN status = 'pending' THEN 'attempt_failed' ELSE 'failed' END")
 
 # Backpressure from the provider is not the job's fault: the attempt is given back, up to a
 # bounded number of deferrals after which the job fails rather than circulating for ever.
-_DEFER_JOB = text(f"""
+_DEFER_JOB = _logged(f"""
 UPDATE jobs SET
     status = CASE WHEN deferrals < :max_deferrals THEN 'pending' ELSE 'failed' END,
     attempts = CASE WHEN deferrals < :max_deferrals THEN attempts - 1 ELSE attempts END,
@@ -219,8 +253,7 @@ UPDATE jobs SET
     error_category = :category, error_message = :message,
     lease_expires_at = NULL, updated_at = now()
 WHERE {_HELD}
-RETURNING *
-""")
+RETURNING *""", "CASE WHEN status = 'pending' THEN 'deferred' ELSE 'failed' END")
 
 _HEARTBEAT_JOBS = text("""
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
@@ -231,32 +264,29 @@ RETURNING jobs.id
 """)
 
 # Shutdown: what did not finish goes back to pending at once, and the attempt does not count.
-_RELEASE_JOBS = text("""
+_RELEASE_JOBS = _logged("""
 UPDATE jobs SET status = 'pending', attempts = greatest(jobs.attempts - 1, 0),
     run_after = now(), lease_expires_at = NULL, updated_at = now()
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
 WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
   AND jobs.status = 'running' AND jobs.worker_id = :worker_id
-RETURNING jobs.id
-""")
+RETURNING jobs.*""", "'released'")
 
-_CANCEL_JOB = text("""
+_CANCEL_JOB = _logged(f"""
 UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
     lease_expires_at = NULL
-WHERE id = :id AND status IN ('pending', 'running')
-RETURNING *
-""")
+WHERE id = :id AND status IN ('pending', 'running') AND {_IN_SCOPE}
+RETURNING *""", "'cancelled'")
 
 # A new lease token is not handed out here; clearing the old one fences a worker still running
 # the previous attempt.
-_RETRY_JOB = text("""
+_RETRY_JOB = _logged(f"""
 UPDATE jobs SET status = 'pending', attempts = 0, deferrals = 0, run_after = now(),
     result = NULL, error_category = NULL, error_message = NULL, worker_id = NULL,
     lease_token = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL,
     updated_at = now()
-WHERE id = :id AND status IN ('failed', 'cancelled', 'running')
-RETURNING *
-""")
+WHERE id = :id AND status IN ('failed', 'cancelled', 'running') AND {_IN_SCOPE}
+RETURNING *""", "'retried'")
 
 _STATS = {
     "by_status": text("SELECT status, count(*) AS count FROM jobs GROUP BY status"),
@@ -363,17 +393,29 @@ class JobRepository:
 
     # ----- reading --------------------------------------------------------------------------
 
-    def get_job(self, job_id: uuid.UUID) -> Row:
+    def get_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
+        """One job; JobNotFound also when it belongs to an owner service outside `scope`."""
+        query = select(jobs_table).where(jobs_table.c.id == job_id)
+        if scope is not None:
+            query = query.where(jobs_table.c.owner_service.in_(scope))
         with self._transaction() as conn:
-            query = select(jobs_table).where(jobs_table.c.id == job_id)
             row = conn.execute(query).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return dict(row)
 
+    def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[Row]:
+        """The job's transitions, oldest first."""
+        self.get_job(job_id, scope)
+        query = (select(events_table).where(events_table.c.job_id == job_id)
+                 .order_by(events_table.c.id))
+        with self._transaction() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def list_jobs(
         self,
         *,
+        scope: Scope = None,
         owner_service: str | None = None,
         owner_ref: str | None = None,
         status: str | None = None,
@@ -391,6 +433,8 @@ class JobRepository:
             )
             if value is not None
         ]
+        if scope is not None:
+            filters.append(c.owner_service.in_(scope))
         if cursor:
             created_at, job_id = decode_cursor(cursor)
             filters.append(tuple_(c.created_at, c.id) < tuple_(created_at, job_id))
@@ -455,6 +499,8 @@ class JobRepository:
             if caps:
                 conn.execute(_LOCK_PROFILES, {"profiles": sorted(caps)})
             rows = [dict(r) for r in conn.execute(_CLAIM_JOBS, params).mappings()]
+        for row in rows:
+            del row["lane"]
         rows.sort(key=lambda r: (-r["priority"], r["created_at"]))
         return rows
 
@@ -525,24 +571,27 @@ class JobRepository:
 
     # ----- the caller's side ----------------------------------------------------------------
 
-    def cancel_job(self, job_id: uuid.UUID) -> Row:
-        return self._change(job_id, "cancel", _CANCEL_JOB, notify=False)
+    def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
+        return self._change(job_id, "cancel", _CANCEL_JOB, scope, notify=False)
 
-    def retry_job(self, job_id: uuid.UUID) -> Row:
-        return self._change(job_id, "retry", _RETRY_JOB, notify=True)
+    def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
+        return self._change(job_id, "retry", _RETRY_JOB, scope, notify=True)
 
     # ----- helpers --------------------------------------------------------------------------
 
     def _backoff_params(self) -> dict[str, float]:
         return {"backoff_base": self.policy.backoff_base, "backoff_max": self.policy.backoff_max}
 
-    def _change(self, job_id: uuid.UUID, action: str, statement: Any, *, notify: bool) -> Row:
+    def _change(
+        self, job_id: uuid.UUID, action: str, statement: Any, scope: Scope, *, notify: bool
+    ) -> Row:
+        params = {"id": job_id, "scope": list(scope) if scope is not None else None}
         with self._transaction() as conn:
-            row = conn.execute(statement, {"id": job_id}).mappings().first()
+            row = conn.execute(statement, params).mappings().first()
             if row is not None and notify:
                 conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         if row is None:
-            raise self._conflict(job_id, action)
+            raise self._conflict(job_id, action, scope=scope)
         return dict(row)
 
     def _change_held(self, lease: Lease, action: str, statement: Any, extra: dict) -> Row:
@@ -553,12 +602,54 @@ class JobRepository:
         return dict(row)
 
     def _conflict(
-        self, job_id: uuid.UUID, action: str, lease: Lease | None = None
+        self, job_id: uuid.UUID, action: str, lease: Lease | None = None, scope: Scope = None
     ) -> JobNotFound | JobStateConflict:
         """Explain why a guarded change matched no row: unknown job, wrong status, or a lease
         that is no longer this worker's."""
-        current = self.get_job(job_id)  # raises JobNotFound
+        current = self.get_job(job_id, scope)  # raises JobNotFound
         reason = ""
         if lease is not None and current["status"] == "running":
             reason = "the lease is held by another attempt"
         return JobStateConflict(job_id, current["status"], action, reason)
+
+
+class TokenRepository:
+    """API tokens: created and revoked by the CLI, looked up on every request."""
+
+    def __init__(self, jobs: JobRepository) -> None:
+        self._transaction = jobs._transaction
+
+    def create_token(
+        self, name: str, role: str, owner_services: Sequence[str], token_hash: str, prefix: str
+    ) -> Row:
+        insert = tokens_table.insert().values(
+            name=name, role=role, owner_services=list(owner_services), token_hash=token_hash,
+            prefix=prefix,
+        ).returning(*tokens_table.c)
+        try:
+            with self._transaction() as conn:
+                return dict(conn.execute(insert).mappings().one())
+        except sa_exc.IntegrityError:
+            raise Conflict(f"an active token named {name!r} exists", {"name": name}) from None
+
+    def list_tokens(self) -> list[Row]:
+        query = select(tokens_table).order_by(tokens_table.c.created_at)
+        with self._transaction() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def revoke_token(self, name: str) -> int:
+        """Revoke the active token with this name; returns how many were revoked (0 or 1)."""
+        c = tokens_table.c
+        update = (tokens_table.update().where(c.name == name, c.revoked_at.is_(None))
+                  .values(revoked_at=func.now()))
+        with self._transaction() as conn:
+            return conn.execute(update).rowcount
+
+    def principal_for(self, token_hash: str) -> Principal | None:
+        c = tokens_table.c
+        query = select(c.name, c.role, c.owner_services).where(
+            c.token_hash == token_hash, c.revoked_at.is_(None)
+        )
+        with self._transaction() as conn:
+            row = conn.execute(query).first()
+        return Principal(row.name, row.role, tuple(row.owner_services)) if row else None

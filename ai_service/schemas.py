@@ -153,6 +153,19 @@ class JobSchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
 
 
+class JobEventSchema(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    event = fields.String(metadata={"description": (
+        "created, claimed, reclaimed, completed, attempt_failed, failed, deferred, released, "
+        "cancelled, retried, lease_expired")})
+    status = fields.String(metadata={"description": "The job's status after the event."})
+    worker_id = fields.String(allow_none=True)
+    attempt = fields.Integer()
+    error_category = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+
+
 class ClaimedJobSchema(JobSchema):
     lease_token = fields.UUID(
         metadata={"description": "Fencing token of this attempt: send it with complete/fail."}

@@ -13,8 +13,11 @@ import psycopg
 import pytest
 
 from ai_service import db
+from ai_service.app import make_repository
+from ai_service.auth import hash_token, new_token
 from ai_service.config import Settings, load_settings
 from ai_service.localpg import LocalCluster, free_port
+from ai_service.repository import JobRepository, TokenRepository
 from tests.support.fake_llm import FakeLLMServer
 
 TEMPLATE = "ai_service_template"
@@ -53,7 +56,8 @@ def admin_execute(cluster: LocalCluster, sql: str) -> None:
 def database_url(pg_cluster: LocalCluster, template_url: str) -> Iterator[str]:
     """A clean, migrated database for this test alone, cloned from the template."""
     name = f"test_{next(_counter)}"
-    admin_execute(pg_cluster, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    # A small template: copying its files beats WAL-logging every block (PG 15's default).
+    admin_execute(pg_cluster, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY')
     yield pg_cluster.url(name)
     admin_execute(pg_cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -69,3 +73,24 @@ def fake_llm() -> Iterator[FakeLLMServer]:
     """A real OpenAI-compatible HTTP server on 127.0.0.1 with scriptable latency and faults."""
     with FakeLLMServer(api_key="sk-test-secret-key-123") as server:
         yield server
+
+
+def issue_token(
+    target: str | JobRepository, role: str, owner_services: tuple[str, ...] = ()
+) -> str:
+    """Create an API token (in a database given by URL or repository), as the CLI does."""
+    if isinstance(target, str):
+        repo = make_repository(make_settings(target), "test-tokens")
+        try:
+            return issue_token(repo, role, owner_services)
+        finally:
+            repo.engine.dispose()
+    token = new_token()
+    TokenRepository(target).create_token(
+        f"{role}-{next(_counter)}", role, owner_services, hash_token(token), token[:8]
+    )
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

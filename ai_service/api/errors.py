@@ -30,10 +30,11 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return jsonify(body), status
+    return jsonify(body), status, headers or {}
 
 
 def _validation_details(messages: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +80,9 @@ def register_error_handlers(app: Flask) -> None:
         if error.status_code >= 500:
             log.warning("%s request_id=%s: %s", error.code, g.get("request_id", "-"),
                         error.__cause__ or error.message)
-        return error_response(error.status_code, error.code, error.message, error.details)
+        return error_response(
+            error.status_code, error.code, error.message, error.details, error.headers
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> ResponseReturnValue:

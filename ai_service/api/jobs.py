@@ -9,7 +9,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ai_service.api import repository, services
-from ai_service.errors import InvalidInput
+from ai_service.api.auth import allow, principal
+from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
+from ai_service.errors import Forbidden, InvalidInput
 from ai_service.repository import Lease, NewJob
 from ai_service.schemas import (
     ClaimedSchema,
@@ -20,6 +22,7 @@ from ai_service.schemas import (
     JobBatchCreateSchema,
     JobBatchSchema,
     JobCreateSchema,
+    JobEventSchema,
     JobListQuerySchema,
     JobPageSchema,
     JobSchema,
@@ -31,33 +34,54 @@ blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="AI job
 DEFERRING_CATEGORIES = frozenset({"rate_limited"})
 
 
+CALLERS = (ROLE_CALLER, ROLE_ADMIN)
+WORKERS = (ROLE_WORKER, ROLE_ADMIN)
+READERS = (ROLE_CALLER, ROLE_WORKER, ROLE_ADMIN)
+
+
+def _check_owner(jobs: list[dict[str, Any]]) -> None:
+    """A caller creates jobs only for the owner services its token names."""
+    refused = sorted({j["owner_service"] for j in jobs
+                      if not principal().may_create_for(j["owner_service"])})
+    if refused:
+        raise Forbidden(
+            f"this token may not create jobs for {', '.join(refused)}",
+            {"owner_services": refused},
+        )
+
+
 def _lease(job_id: uuid.UUID, body: dict[str, Any]) -> Lease:
     return Lease(job_id=job_id, worker_id=body["worker_id"], lease_token=body["lease_token"])
 
 
 @blp.route("")
 class Jobs(MethodView):
+    @allow(*CALLERS)
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobPageSchema)
     def get(self, query: dict[str, Any]) -> Any:
         """List jobs, newest first (keyset pagination: pass next_cursor as cursor)."""
-        return repository().list_jobs(**query)
+        return repository().list_jobs(scope=principal().scope, **query)
 
+    @allow(*CALLERS)
     @blp.arguments(JobCreateSchema)
     @blp.response(201, JobSchema)
     @blp.alt_response(200, schema=JobSchema, description="The job this idempotency_key made.")
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
+        _check_owner([body])
         [(job, created)] = repository().create_jobs([NewJob(**body)])
         return job, 201 if created else 200
 
 
 @blp.route("/batch")
 class JobBatch(MethodView):
+    @allow(*CALLERS)
     @blp.arguments(JobBatchCreateSchema)
     @blp.response(201, JobBatchSchema)
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
+        _check_owner(items)
         limit = services().settings.max_batch_size
         if len(items) > limit:
             raise InvalidInput(
@@ -70,6 +94,7 @@ class JobBatch(MethodView):
 
 @blp.route("/claim")
 class JobClaim(MethodView):
+    @allow(*WORKERS)
     @blp.arguments(ClaimSchema)
     @blp.response(200, ClaimedSchema)
     def post(self, body: dict[str, Any]) -> Any:
@@ -88,14 +113,25 @@ class JobClaim(MethodView):
 
 @blp.route("/<uuid:job_id>")
 class JobItem(MethodView):
+    @allow(*READERS)
     @blp.response(200, JobSchema)
     def get(self, job_id: uuid.UUID) -> Any:
         """A job's technical state and result."""
-        return repository().get_job(job_id)
+        return repository().get_job(job_id, principal().scope)
+
+
+@blp.route("/<uuid:job_id>/events")
+class JobEvents(MethodView):
+    @allow(*READERS)
+    @blp.response(200, JobEventSchema(many=True))
+    def get(self, job_id: uuid.UUID) -> Any:
+        """Every transition of the job, oldest first: the audit trail."""
+        return repository().list_events(job_id, principal().scope)
 
 
 @blp.route("/<uuid:job_id>/complete")
 class JobComplete(MethodView):
+    @allow(*WORKERS)
     @blp.arguments(CompleteSchema)
     @blp.response(200, JobSchema)
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
@@ -105,6 +141,7 @@ class JobComplete(MethodView):
 
 @blp.route("/<uuid:job_id>/fail")
 class JobFail(MethodView):
+    @allow(*WORKERS)
     @blp.arguments(FailSchema)
     @blp.response(200, JobSchema)
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
@@ -123,6 +160,7 @@ class JobFail(MethodView):
 
 @blp.route("/<uuid:job_id>/heartbeat")
 class JobHeartbeat(MethodView):
+    @allow(*WORKERS)
     @blp.arguments(HeartbeatSchema)
     @blp.response(200, JobSchema)
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
@@ -133,15 +171,17 @@ class JobHeartbeat(MethodView):
 
 @blp.route("/<uuid:job_id>/retry")
 class JobRetry(MethodView):
+    @allow(*CALLERS)
     @blp.response(200, JobSchema)
     def post(self, job_id: uuid.UUID) -> Any:
         """Failed, cancelled or running → pending with attempts allowed again."""
-        return repository().retry_job(job_id)
+        return repository().retry_job(job_id, principal().scope)
 
 
 @blp.route("/<uuid:job_id>/cancel")
 class JobCancel(MethodView):
+    @allow(*CALLERS)
     @blp.response(200, JobSchema)
     def post(self, job_id: uuid.UUID) -> Any:
         """Pending or running → cancelled; a later complete from the worker gets 409."""
-        return repository().cancel_job(job_id)
+        return repository().cancel_job(job_id, principal().scope)

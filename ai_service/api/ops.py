@@ -8,6 +8,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ai_service.api import repository, services
+from ai_service.api.auth import allow
+from ai_service.auth import ROLE_ADMIN
 from ai_service.providers.status import check_providers
 from ai_service.schemas import ProvidersSchema, StatsSchema
 
@@ -16,6 +18,7 @@ blp = Blueprint("ops", __name__, url_prefix="/api/v1", description="Operations")
 
 @blp.route("/stats")
 class Stats(MethodView):
+    @allow(ROLE_ADMIN)
     @blp.response(200, StatsSchema)
     def get(self) -> Any:
         """Counts by status, by task type × model profile × status, failures by category."""
@@ -24,6 +27,7 @@ class Stats(MethodView):
 
 @blp.route("/providers/status")
 class ProvidersStatus(MethodView):
+    @allow(ROLE_ADMIN)
     @blp.response(200, ProvidersSchema)
     def get(self) -> Any:
         """Whether each configured AI provider answers, within 2 seconds. No secrets."""

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from ai_service.localpg import free_port
+from tests.conftest import bearer, issue_token
 from tests.support.fake_llm import FakeLLMServer
 
 SECRET = "sk-test-secret-key-123"
@@ -73,6 +74,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def admin_headers(database_url: str) -> dict[str, str]:
+    return bearer(issue_token(database_url, "admin"))
 
 
 @pytest.fixture

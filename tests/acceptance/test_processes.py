@@ -17,33 +17,52 @@ from tests.support.fake_llm import FakeLLMServer
 pytestmark = pytest.mark.acceptance
 
 
-def create(web: str, user: str, **fields: Any) -> str:
+class Api:
+    """The service over real HTTP with an admin token."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url, self.headers = url, headers
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}/api/v1{path}", headers=self.headers, timeout=5)
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return requests.post(f"{self.url}/api/v1{path}", json=body, headers=self.headers,
+                             timeout=5)
+
+
+@pytest.fixture
+def api(web: str, admin_headers: dict[str, str]) -> Api:
+    return Api(web, admin_headers)
+
+
+def create(api: Api, user: str, **fields: Any) -> str:
     body = {"owner_service": "telephony", "owner_ref": "beeline/1", "task_type": "llm_chat",
             "model_profile": "qwen2.5-14b", "input": {"user": user}, **fields}
-    response = requests.post(f"{web}/api/v1/jobs", json=body, timeout=5)
+    response = api.post("/jobs", body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
 
-def job(web: str, job_id: str) -> dict[str, Any]:
-    return requests.get(f"{web}/api/v1/jobs/{job_id}", timeout=5).json()
+def job(api: Api, job_id: str) -> dict[str, Any]:
+    return api.get(f"/jobs/{job_id}").json()
 
 
-def wait_status(web: str, job_id: str, statuses: tuple[str, ...], timeout: float = 20) -> dict:
+def wait_status(api: Api, job_id: str, statuses: tuple[str, ...], timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        current = job(web, job_id)
+        current = job(api, job_id)
         if current["status"] in statuses or time.monotonic() > deadline:
             return current
         time.sleep(0.05)
 
 
 def test_a_job_created_over_http_is_completed_by_a_worker_process(
-    web: str, base_env: dict, spawn: Callable[..., Proc]
+    api: Api, base_env: dict, spawn: Callable[..., Proc]
 ) -> None:
     spawn(WORKER, base_env, "worker")
-    job_id = create(web, "Classify this text")
-    done = wait_status(web, job_id, ("completed", "failed"))
+    job_id = create(api, "Classify this text")
+    done = wait_status(api, job_id, ("completed", "failed"))
     assert done["status"] == "completed", done
     assert done["result"]["content"] == "echo: Classify this text"
     assert done["result"]["usage"]["total_tokens"] > 0
@@ -51,55 +70,56 @@ def test_a_job_created_over_http_is_completed_by_a_worker_process(
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
-    web: str, base_env: dict, spawn: Callable[..., Proc], fake_llm: FakeLLMServer
+    api: Api, base_env: dict, spawn: Callable[..., Proc], fake_llm: FakeLLMServer
 ) -> None:
     first = spawn(WORKER, {**base_env, "WORKER_ID": "first"}, "worker")
-    job_id = create(web, "[[latency:3000]] survive a crash")
-    assert wait_status(web, job_id, ("running",))["worker_id"] == "first"
+    job_id = create(api, "[[latency:3000]] survive a crash")
+    assert wait_status(api, job_id, ("running",))["worker_id"] == "first"
     first.signal(signal.SIGKILL)
     first.wait()
 
     second = spawn(WORKER, {**base_env, "WORKER_ID": "second"}, "worker")
-    done = wait_status(web, job_id, ("completed", "failed"), timeout=30)
+    done = wait_status(api, job_id, ("completed", "failed"), timeout=30)
     assert (done["status"], done["worker_id"], done["attempts"]) == ("completed", "second", 2), (
         done, second.log())
     assert len(fake_llm.chat_requests()) == 2
 
 
 def test_sigterm_mid_job_lets_it_finish_and_exits_zero(
-    web: str, base_env: dict, spawn: Callable[..., Proc]
+    api: Api, base_env: dict, spawn: Callable[..., Proc]
 ) -> None:
     worker = spawn(WORKER, base_env, "worker")
-    job_id = create(web, "[[latency:1500]] finish me")
-    wait_status(web, job_id, ("running",))
+    job_id = create(api, "[[latency:1500]] finish me")
+    wait_status(api, job_id, ("running",))
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0, worker.log()
-    assert job(web, job_id)["status"] == "completed"
+    assert job(api, job_id)["status"] == "completed"
 
 
 def test_sigterm_past_the_grace_period_gives_the_job_back_and_exits_zero(
-    web: str, base_env: dict, spawn: Callable[..., Proc]
+    api: Api, base_env: dict, spawn: Callable[..., Proc]
 ) -> None:
     worker = spawn(WORKER, {**base_env, "WORKER_SHUTDOWN_GRACE": "500ms", "LLM_TIMEOUT": "60s"},
                    "worker")
-    job_id = create(web, "[[fault:hang:30]] too slow")
-    wait_status(web, job_id, ("running",))
+    job_id = create(api, "[[fault:hang:30]] too slow")
+    wait_status(api, job_id, ("running",))
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0, worker.log()
-    given_back = job(web, job_id)
+    given_back = job(api, job_id)
     assert (given_back["status"], given_back["attempts"]) == ("pending", 0)
     assert "gave back 1 unfinished jobs" in worker.log()
 
 
 def test_the_api_key_never_appears_in_jobs_logs_or_provider_status(
-    web: str, base_env: dict, spawn: Callable[..., Proc]
+    api: Api, base_env: dict, spawn: Callable[..., Proc]
 ) -> None:
     worker = spawn(WORKER, {**base_env, "LOG_LEVEL": "DEBUG"}, "worker")
-    ids = [create(web, "fine"), create(web, "[[fault:401]] refused"),
-           create(web, "[[fault:500]] broken", max_attempts=1)]
-    jobs = [wait_status(web, i, ("completed", "failed")) for i in ids]
+    ids = [create(api, "fine"), create(api, "[[fault:401]] refused"),
+           create(api, "[[fault:500]] broken", max_attempts=1)]
+    jobs = [wait_status(api, i, ("completed", "failed")) for i in ids]
     assert [j["status"] for j in jobs] == ["completed", "failed", "failed"]
-    status = requests.get(f"{web}/api/v1/providers/status", timeout=5)
+    status = api.get("/providers/status")
+    assert status.status_code == 200
     worker.stop()
     for text in [str(jobs), status.text, worker.log()]:
         assert SECRET not in text

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from ai_service.app import create_app, make_repository
 from ai_service.config import Settings
 from ai_service.repository import JobRepository
-from tests.conftest import make_settings
+from tests.conftest import issue_token, make_settings
 
 
 @pytest.fixture
@@ -32,8 +32,20 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def admin_token(repo: JobRepository) -> str:
+    return issue_token(repo, "admin")
+
+
+def client_with(app: Flask, token: str) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def client(app: Flask, admin_token: str) -> FlaskClient:
+    """A test client that sends an admin token."""
+    return client_with(app, admin_token)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from ai_service import db
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster, free_port
-from tests.conftest import make_settings
+from tests.conftest import issue_token, make_settings
+from tests.integration.conftest import client_with
 from tests.integration.helpers import job_body
 from tests.support.fake_llm import FakeLLMServer
 
@@ -24,7 +25,8 @@ SECRET = "sk-test-secret-key-123"
 
 
 def providers(app: Flask) -> dict[str, dict]:
-    response = app.test_client().get("/api/v1/providers/status")
+    url = app.extensions["ai_service"].settings.database_url.replace("+psycopg", "")
+    response = client_with(app, issue_token(url, "admin")).get("/api/v1/providers/status")
     assert response.status_code == 200
     assert SECRET not in response.get_data(as_text=True)
     return {p["name"]: p for p in response.json["providers"]}
@@ -116,7 +118,7 @@ def test_database_outage_is_503_json_and_service_recovers_without_restart(
     url = own_cluster.url("outage")
     db.migrate(url)
     app = make_app(make_settings(url))
-    client = app.test_client()
+    client = client_with(app, issue_token(url, "admin"))
     assert client.post("/api/v1/jobs", json=job_body()).status_code == 201
 
     own_cluster.stop(mode="immediate")

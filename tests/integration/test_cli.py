@@ -1,0 +1,75 @@
+"""The operator CLI: `ai-service migrate | check-config | tokens ...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from ai_service.cli import main
+from tests.integration.conftest import client_with
+
+
+@pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LLM_API_KEY", "sk-cli-secret")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tokens_create_prints_the_token_once_and_it_works(
+    env: None, app: Flask, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "tokens", "create", "--name", "tel", "--role", "caller",
+                       "--owner-service", "telephony", "--quiet")
+    token = out.strip()
+    assert code == 0 and token.startswith("ais_")
+    client = client_with(app, token)
+    assert client.get("/api/v1/jobs").status_code == 200
+    assert client.get("/api/v1/stats").status_code == 403
+
+    code, out, _ = run(capsys, "tokens", "list")
+    assert "tel" in out and "telephony" in out and token not in out
+
+    assert run(capsys, "tokens", "revoke", "tel")[0] == 0
+    assert run(capsys, "tokens", "revoke", "tel")[0] == 1
+
+
+def test_a_caller_token_needs_an_owner_service_and_names_are_unique(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "tokens", "create", "--name", "x", "--role", "caller")[0] == 2
+    assert run(capsys, "tokens", "create", "--name", "a", "--role", "admin")[0] == 0
+    code, _, err = run(capsys, "tokens", "create", "--name", "a", "--role", "admin")
+    assert code == 1 and "exists" in err
+
+
+def test_tokens_ensure_reuses_a_valid_saved_token(
+    env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "token"
+    args = ("tokens", "ensure", "--name", "local-admin", "--role", "admin", "--file", str(path))
+    first = run(capsys, *args)[1].strip()
+    assert run(capsys, *args)[1].strip() == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_text("ais_stale\n")
+    assert run(capsys, *args)[1].strip() not in (first, "ais_stale")
+
+
+def test_check_config_hides_secrets(env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check-config")
+    assert code == 0 and "LLM_API_KEY=set" in out and "sk-cli-secret" not in out
+
+
+def test_a_bad_setting_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    code, _, err = run(capsys, "migrate")
+    assert code == 2 and err.startswith("config error: DATABASE_URL") and err.count("\n") == 1
