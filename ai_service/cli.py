@@ -12,8 +12,8 @@ from pathlib import Path
 from ai_service import db
 from ai_service.api.auth import TOKEN_CACHE_SECONDS
 from ai_service.app import make_repository
-from ai_service.auth import ROLE_CALLER, hash_token, new_token
-from ai_service.config import ConfigError, Settings, load_settings, redact_url
+from ai_service.auth import ROLE_CALLER, hash_token
+from ai_service.config import ConfigError, Settings, load_settings, parse_duration, redact_url
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
 from ai_service.repository import TokenRepository
@@ -47,10 +47,8 @@ def _create_token(settings: Settings, args: argparse.Namespace) -> int:
     if args.role == ROLE_CALLER and not args.owner_service:
         print("a caller token needs at least one --owner-service", file=sys.stderr)
         return 2
-    token = new_token()
     with _tokens(settings) as tokens:
-        tokens.create_token(args.name, args.role, args.owner_service or [], hash_token(token),
-                            token[:8])
+        token = tokens.issue_token(args.name, args.role, args.owner_service or [])
     print(token)
     if not args.quiet:
         print(f"token {args.name!r} ({args.role}) created; it is shown only this once",
@@ -89,13 +87,29 @@ def _ensure_token(settings: Settings, args: argparse.Namespace) -> int:
             print(saved)
             return 0
         tokens.revoke_token(args.name)
-        token = new_token()
-        tokens.create_token(args.name, args.role, args.owner_service or [], hash_token(token),
-                            token[:8])
+        token = tokens.issue_token(args.name, args.role, args.owner_service or [])
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     print(token)
     return 0
+
+
+def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    repository = make_repository(settings, "ai-service-prune")
+    try:
+        deleted = repository.prune(args.older_than, args.batch_size)
+    finally:
+        repository.engine.dispose()
+    print(f"deleted {deleted} finished jobs (and their events) finished over "
+          f"{args.older_than:.0f}s ago")
+    return 0
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_token_commands(commands: argparse._SubParsersAction) -> None:
@@ -134,11 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate the environment and print the settings (no secrets)"
     ).set_defaults(run=_check_config)
     _add_token_commands(commands)
+    prune = commands.add_parser(
+        "prune", help="delete finished jobs older than a duration, in small batches"
+    )
+    prune.add_argument("--older-than", required=True, type=_duration, metavar="DURATION",
+                       help="e.g. 30d, 12h")
+    prune.add_argument("--batch-size", type=int, default=500)
+    prune.set_defaults(run=_prune)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, TextClause, and_, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 
-from ai_service.auth import Principal
+from ai_service.auth import Principal, hash_token, new_token
 from ai_service.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -287,6 +287,21 @@ UPDATE jobs SET status = 'pending', attempts = 0, deferrals = 0, run_after = now
     updated_at = now()
 WHERE id = :id AND status IN ('failed', 'cancelled', 'running') AND {_IN_SCOPE}
 RETURNING *""", "'retried'")
+
+# Retention: one small batch of old finished jobs per transaction. Claims lock only pending and
+# running rows, and SKIP LOCKED leaves alone a finished job someone is retrying right now, so
+# pruning never makes a claim wait. Events go with their job (ON DELETE CASCADE).
+_PRUNE_BATCH = text("""
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE finished_at < now() - make_interval(secs => :older_than)
+      AND status IN ('completed', 'failed', 'cancelled')
+    ORDER BY finished_at
+    LIMIT :batch_size
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
+""")
 
 _STATS = {
     "by_status": text("SELECT status, count(*) AS count FROM jobs GROUP BY status"),
@@ -577,6 +592,24 @@ class JobRepository:
     def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
         return self._change(job_id, "retry", _RETRY_JOB, scope, notify=True)
 
+    # ----- retention ------------------------------------------------------------------------
+
+    def prune_batch(self, older_than_seconds: float, batch_size: int = 500) -> int:
+        """Delete one batch of jobs finished longer ago than that; returns how many."""
+        with self._transaction() as conn:
+            return conn.execute(
+                _PRUNE_BATCH, {"older_than": older_than_seconds, "batch_size": batch_size}
+            ).rowcount
+
+    def prune(self, older_than_seconds: float, batch_size: int = 500) -> int:
+        """Delete old finished jobs and their events, batch by batch, until none are left."""
+        total = 0
+        while True:
+            deleted = self.prune_batch(older_than_seconds, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
     # ----- helpers --------------------------------------------------------------------------
 
     def _backoff_params(self) -> dict[str, float]:
@@ -619,18 +652,19 @@ class TokenRepository:
     def __init__(self, jobs: JobRepository) -> None:
         self._transaction = jobs._transaction
 
-    def create_token(
-        self, name: str, role: str, owner_services: Sequence[str], token_hash: str, prefix: str
-    ) -> Row:
+    def issue_token(self, name: str, role: str, owner_services: Sequence[str] = ()) -> str:
+        """Make a token, store its hash, and return the token: the only time it is seen."""
+        token = new_token()
         insert = tokens_table.insert().values(
-            name=name, role=role, owner_services=list(owner_services), token_hash=token_hash,
-            prefix=prefix,
-        ).returning(*tokens_table.c)
+            name=name, role=role, owner_services=list(owner_services),
+            token_hash=hash_token(token), prefix=token[:8],
+        )
         try:
             with self._transaction() as conn:
-                return dict(conn.execute(insert).mappings().one())
+                conn.execute(insert)
         except sa_exc.IntegrityError:
             raise Conflict(f"an active token named {name!r} exists", {"name": name}) from None
+        return token
 
     def list_tokens(self) -> list[Row]:
         query = select(tokens_table).order_by(tokens_table.c.created_at)

@@ -11,10 +11,10 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import worker_throughput
+from bench import load, worker_throughput
 from bench.common import print_table, throwaway_postgres
 
-BENCHMARKS = {"worker": worker_throughput.run}
+BENCHMARKS = {"worker": worker_throughput.run, "load": load.run}
 
 
 def machine() -> dict[str, object]:

@@ -16,7 +16,10 @@ from pathlib import Path
 import requests
 
 from ai_service import db
+from ai_service.app import make_repository
+from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster, free_port
+from ai_service.repository import TokenRepository
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +44,14 @@ def fresh_database(cluster: LocalCluster, name: str) -> str:
     url = cluster.url(name)
     db.migrate(url)
     return url
+
+
+def admin_token(url: str) -> str:
+    repository = make_repository(load_settings({"DATABASE_URL": url}), "bench")
+    try:
+        return TokenRepository(repository).issue_token("bench-admin", "admin")
+    finally:
+        repository.engine.dispose()
 
 
 @contextmanager

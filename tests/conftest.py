@@ -14,7 +14,6 @@ import pytest
 
 from ai_service import db
 from ai_service.app import make_repository
-from ai_service.auth import hash_token, new_token
 from ai_service.config import Settings, load_settings
 from ai_service.localpg import LocalCluster, free_port
 from ai_service.repository import JobRepository, TokenRepository
@@ -37,6 +36,21 @@ def pg_cluster() -> Iterator[LocalCluster]:
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalCluster]:
+    """A cluster this test may stop and start without disturbing the others."""
+    base = Path(tempfile.mkdtemp(prefix="ai-service-outage-"))
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "data", free_port())
+    cluster.init()
+    cluster.start()  # durable: this test crashes it on purpose
+    try:
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -85,11 +99,7 @@ def issue_token(
             return issue_token(repo, role, owner_services)
         finally:
             repo.engine.dispose()
-    token = new_token()
-    TokenRepository(target).create_token(
-        f"{role}-{next(_counter)}", role, owner_services, hash_token(token), token[:8]
-    )
-    return token
+    return TokenRepository(target).issue_token(f"{role}-{next(_counter)}", role, owner_services)
 
 
 def bearer(token: str) -> dict[str, str]:

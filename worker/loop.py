@@ -24,7 +24,7 @@ from worker.runners import Abandoned, Completed, Failed, Outcome, Runner
 
 log = logging.getLogger("worker")
 
-MAX_DB_BACKOFF = 30.0
+MAX_DB_BACKOFF = 5.0  # after an outage, be back within seconds
 
 
 @dataclass(frozen=True)

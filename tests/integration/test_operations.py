@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 from flask import Flask
 from sqlalchemy import text
 
@@ -94,21 +90,6 @@ def test_providers_status_never_hangs_and_names_the_failure(
     assert (status["llm"]["reachable"], status["llm"]["error"]) == (False, "timed out")
     assert (status["whisperx"]["reachable"], status["whisperx"]["error"]) == (
         False, "connection failed")
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[LocalCluster]:
-    """A cluster this test may stop and start without disturbing the others."""
-    base = Path(tempfile.mkdtemp(prefix="ai-service-outage-"))
-    base.chmod(0o755)
-    cluster = LocalCluster(base / "data", free_port())
-    cluster.init()
-    cluster.start()  # durable: this test crashes it on purpose
-    try:
-        yield cluster
-    finally:
-        cluster.stop(mode="immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_database_outage_is_503_json_and_service_recovers_without_restart(
