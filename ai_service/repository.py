@@ -216,11 +216,15 @@ _IN_SCOPE = "(CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope 
 
 _HELD = "id = :id AND status = 'running' AND lease_token = :lease_token AND worker_id = :worker_id"
 
-_COMPLETE_JOB = _logged(f"""
-UPDATE jobs SET status = 'completed', result = CAST(:result AS jsonb), finished_at = now(),
+# Completes many jobs of one worker in one statement: results that finish together are written
+# together, and each is still guarded by its own lease token.
+_COMPLETE_JOBS = _logged("""
+UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
     updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
-WHERE {_HELD}
-RETURNING *""", "'completed'")
+FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
+WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
+  AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+RETURNING jobs.*""", "'completed'")
 
 _BACKOFF = (
     "make_interval(secs => coalesce(CAST(:retry_after AS float8), "
@@ -520,7 +524,26 @@ class JobRepository:
         return rows
 
     def complete_job(self, lease: Lease, result: Any) -> Row:
-        return self._change_held(lease, "complete", _COMPLETE_JOB, {"result": _dump(result)})
+        """Store one attempt's result; a lease that is not current is a conflict."""
+        done = self.complete_jobs(lease.worker_id, [(lease, result)])
+        if lease.job_id not in done:
+            raise self._conflict(lease.job_id, "complete", lease)
+        return done[lease.job_id]
+
+    def complete_jobs(
+        self, worker_id: str, results: Sequence[tuple[Lease, Any]]
+    ) -> dict[uuid.UUID, Row]:
+        """Store many results of one worker in one statement. Returns the rows completed; a job
+        missing from the answer was no longer held by that lease."""
+        if not results:
+            return {}
+        items = _dump([
+            {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
+            for lease, result in results
+        ])
+        with self._transaction() as conn:
+            rows = conn.execute(_COMPLETE_JOBS, {"worker_id": worker_id, "items": items})
+            return {row["id"]: dict(row) for row in rows.mappings()}
 
     def fail_job(
         self,

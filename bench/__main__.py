@@ -1,5 +1,6 @@
-"""python -m bench [--only NAME ...]: run the benchmarks on a throwaway PostgreSQL, print one
-table per benchmark, and write every figure to bench/results/latest.json."""
+"""python -m bench [--only NAME ...]: every benchmark in one run on a throwaway PostgreSQL, one
+table each, then the targets as ratios between figures of this same run; everything is also
+written to bench/results/latest.json."""
 
 from __future__ import annotations
 
@@ -8,13 +9,23 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import load, worker_throughput
+from bench import claim_latency, floor, http_api, load, memory, repository, worker_throughput
 from bench.common import print_table, throwaway_postgres
 
-BENCHMARKS = {"worker": worker_throughput.run, "load": load.run}
+BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
+    "floor": floor.run,
+    "repository": repository.run,
+    "http": http_api.run,
+    "claim_latency": claim_latency.run,
+    "worker": worker_throughput.run,
+    "load": load.run,
+    "memory": memory.run,
+}
 
 
 def machine() -> dict[str, object]:
@@ -22,21 +33,55 @@ def machine() -> dict[str, object]:
             "platform": platform.platform(), "when": datetime.now(UTC).isoformat()}
 
 
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target as a ratio of two figures measured in this run."""
+    checks: list[tuple[str, Callable[[], float], str, float]] = [
+        ("HTTP batch create of 1,000 vs floor multi-row INSERT",
+         lambda: _find(results["http"], measure="POST /jobs/batch of 1000 (4 clients)")["value"]
+         / _find(results["floor"], measure="multi-row INSERT")["value"], ">=", 0.1),
+        ("claim p50 with 1M finished jobs vs none",
+         lambda: results["claim_latency"][1]["vs_empty_p50"], "<=", 1.2),
+        ("one worker vs ideal (200 ms LLM, 16 slots)",
+         lambda: results["worker"][0]["of_ideal"], ">=", 0.9),
+        ("4 workers vs one", lambda: results["worker"][1]["vs_one_worker"], ">=", 3.5),
+        ("gunicorn worker RSS growth", lambda: results["memory"][0]["growth"], "<=", 0.1),
+        ("worker process RSS growth", lambda: results["memory"][1]["growth"], "<=", 0.1),
+    ]
+    rows = []
+    for name, ratio, op, bound in checks:
+        try:
+            value = round(ratio(), 3)
+        except (KeyError, IndexError, StopIteration):
+            continue  # that benchmark was not run (--only)
+        met = value >= bound if op == ">=" else value <= bound
+        rows.append({"target": name, "ratio": value, "bound": f"{op} {bound}",
+                     "met": "yes" if met else "NO"})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    results: dict[str, object] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine()}
     with throwaway_postgres() as cluster:
         for name in args.only or BENCHMARKS:
             rows = BENCHMARKS[name](cluster)
             results[name] = rows
             header = list(rows[0])
             print_table(name, header, [[row.get(h, "") for h in header] for row in rows])
+    results["targets"] = targets(results)
+    if results["targets"]:
+        header = list(results["targets"][0])
+        print_table("targets", header, [[r[h] for h in header] for r in results["targets"]])
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten to {out}")
 
 

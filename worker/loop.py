@@ -16,16 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
+from ai_service.errors import DatabaseUnavailable
 from ai_service.providers.http import AbortSignal
 from ai_service.repository import JobRepository, Lease
+from worker.backoff import Backoff
 from worker.notify import NotifyListener
-from worker.runners import Abandoned, Completed, Failed, Outcome, Runner
+from worker.results import ResultWriter
+from worker.runners import Abandoned, Failed, Outcome, Runner
 
 log = logging.getLogger("worker")
-
-MAX_DB_BACKOFF = 5.0  # after an outage, be back within seconds
-
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -46,20 +45,6 @@ class RunningJob:
     signal: AbortSignal = field(default_factory=AbortSignal)
     lost: bool = False  # cancelled, retried or reclaimed: its outcome is not ours to store
     storing: bool = False
-
-
-class Backoff:
-    """Exponential backoff for database outages, reset by the first success."""
-
-    def __init__(self, first: float = 0.5, cap: float = MAX_DB_BACKOFF) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
 
 
 class Worker:
@@ -85,6 +70,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
                                            daemon=True)
+        self._results = ResultWriter(repository, config.worker_id, self.hard_stop)
 
     # ----- control ----------------------------------------------------------------------------
 
@@ -164,7 +150,7 @@ class Worker:
                     log.info("job %s dropped: no longer held by this worker", running.lease.job_id)
                     return
                 running.storing = True
-            self._store(running, outcome)
+            self._results.store(running.lease, outcome)
         finally:
             with self._lock:
                 self._running.pop(running.lease.job_id, None)
@@ -176,42 +162,6 @@ class Worker:
         except Exception as exc:  # a runner bug must not kill the slot or lose the job
             log.exception("runner crashed on job %s", running.lease.job_id)
             return Failed("internal_error", f"{type(exc).__name__} in the runner", retryable=True)
-
-    def _store(self, running: RunningJob, outcome: Outcome) -> None:
-        """Store the outcome, retrying through database outages: a result we hold is not lost
-        because PostgreSQL restarted. A conflict means the job is no longer ours."""
-        backoff = Backoff()
-        while True:
-            try:
-                self._write(running.lease, outcome)
-                return
-            except (JobStateConflict, JobNotFound) as exc:
-                log.warning("job %s outcome not stored: %s", running.lease.job_id, exc)
-                return
-            except DatabaseUnavailable:
-                if self.hard_stop.is_set():
-                    log.error("job %s outcome not stored before exit: the database is down; "
-                              "the job runs again once its lease expires", running.lease.job_id)
-                    return
-                delay = backoff.next()
-                log.warning("database unavailable storing job %s; retrying in %.1fs",
-                            running.lease.job_id, delay)
-                self.hard_stop.wait(delay)
-
-    def _write(self, lease: Lease, outcome: Outcome) -> None:
-        repo = self.repository
-        if isinstance(outcome, Completed):
-            repo.complete_job(lease, outcome.result)
-            log.info("job %s completed", lease.job_id)
-        elif isinstance(outcome, Failed) and outcome.defer:
-            job = repo.defer_job(lease, outcome.category, outcome.message,
-                                 retry_after=outcome.retry_after)
-            log.info("job %s deferred (%s), now %s", lease.job_id, outcome.category, job["status"])
-        elif isinstance(outcome, Failed):
-            job = repo.fail_job(lease, outcome.category, outcome.message,
-                                retryable=outcome.retryable, retry_after=outcome.retry_after)
-            log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
-                     job["status"])
 
     # ----- leases -----------------------------------------------------------------------------
 
@@ -258,6 +208,7 @@ class Worker:
         self._give_back()
         self.hard_stop.set()  # stops the heartbeat thread
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._results.close()
         log.info("worker %s stopped", self.config.worker_id)
 
     def _give_back(self) -> None:

@@ -89,7 +89,8 @@ class JobBatch(MethodView):
                 {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
             )
         created = repository().create_jobs([NewJob(**item) for item in items])
-        return {"jobs": [job for job, _ in created], "created": sum(new for _, new in created)}
+        jobs = [{**job, "created": new} for job, new in created]
+        return {"jobs": jobs, "created": sum(new for _, new in created)}
 
 
 @blp.route("/claim")

@@ -176,7 +176,10 @@ def test_batch_merges_defaults_keeps_order_and_inserts_in_one_statement(
     jobs = response.json["jobs"]
     assert response.json["created"] == 51
     assert [j["owner_ref"] for j in jobs] == [f"channel/{i}" for i in range(50)] + ["urgent"]
-    assert {j["priority"] for j in jobs[:50]} == {2} and jobs[50]["priority"] == 9
+    assert all(j["created"] and j["status"] == "pending" for j in jobs)
+    stored = [client.get(f"{API}/jobs/{j['id']}").json for j in (jobs[0], jobs[50])]
+    assert (stored[0]["priority"], stored[0]["owner_service"]) == (2, "monitoring-tg")
+    assert stored[1]["priority"] == 9
     assert len(inserts) == 1
     assert count_jobs(repo) == 51
 
@@ -216,6 +219,7 @@ def test_batch_returns_existing_jobs_for_used_idempotency_keys(client: FlaskClie
     assert response.status_code == 201
     assert response.json["created"] == 1
     assert response.json["jobs"][0]["id"] == existing["id"]
+    assert [j["created"] for j in response.json["jobs"]] == [False, True]
 
 
 # ----- list --------------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Writes outcomes to PostgreSQL. Completions that finish together go out in one statement
+(PgQueuer's lesson: one commit per job is what caps a queue's throughput), and a job counts as
+done only once the statement holding its result has committed."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
+from ai_service.repository import JobRepository, Lease
+from worker.backoff import Backoff
+from worker.runners import Completed, Failed, Outcome
+
+log = logging.getLogger("worker")
+
+MAX_BATCH = 64
+# Seconds a result waits for others to share its commit. 0 measured best: results that finish
+# while a write is in flight share the next one anyway, and waiting only idles the slots.
+LINGER = 0.0
+
+
+@dataclass
+class _Result:
+    lease: Lease
+    outcome: Outcome
+    written: threading.Event = field(default_factory=threading.Event)
+    stored: bool = False
+
+
+class ResultWriter:
+    def __init__(self, repository: JobRepository, worker_id: str, give_up: threading.Event,
+                 max_batch: int = MAX_BATCH, linger: float = LINGER) -> None:
+        self.repository = repository
+        self.worker_id = worker_id
+        self.give_up = give_up  # set at hard stop: stop retrying through a database outage
+        self.max_batch = max_batch
+        self.linger = linger
+        self._queue: queue.SimpleQueue[_Result | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="results", daemon=True)
+        self._thread.start()
+
+    def store(self, lease: Lease, outcome: Outcome) -> bool:
+        """Block until the outcome is durable (True) or refused as no longer ours (False)."""
+        result = _Result(lease, outcome)
+        self._queue.put(result)
+        result.written.wait()
+        return result.stored
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.linger
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # close after this batch
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_Result]) -> None:
+        completions = [r for r in batch if isinstance(r.outcome, Completed)]
+        if completions:
+            self._retrying(lambda: self._complete(completions))
+        for result in batch:
+            if isinstance(result.outcome, Failed):
+                self._retrying(lambda r=result: self._fail(r))
+            result.written.set()
+
+    def _complete(self, results: list[_Result]) -> None:
+        done = self.repository.complete_jobs(
+            self.worker_id, [(r.lease, r.outcome.result) for r in results]  # type: ignore[union-attr]
+        )
+        for result in results:
+            result.stored = result.lease.job_id in done
+            if result.stored:
+                log.info("job %s completed", result.lease.job_id)
+            else:
+                log.warning("job %s result not stored: the lease is no longer ours",
+                            result.lease.job_id)
+
+    def _fail(self, result: _Result) -> None:
+        outcome, lease = result.outcome, result.lease
+        assert isinstance(outcome, Failed)
+        try:
+            if outcome.defer:
+                job = self.repository.defer_job(lease, outcome.category, outcome.message,
+                                                 retry_after=outcome.retry_after)
+            else:
+                job = self.repository.fail_job(lease, outcome.category, outcome.message,
+                                               retryable=outcome.retryable,
+                                               retry_after=outcome.retry_after)
+        except (JobStateConflict, JobNotFound) as exc:
+            log.warning("job %s outcome not stored: %s", lease.job_id, exc)
+            return
+        result.stored = True
+        log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
+                 job["status"])
+
+    def _retrying(self, write: object) -> None:
+        """Retry through database outages: a result we hold is not lost because PostgreSQL
+        restarted. At hard stop it gives up; the job runs again once its lease expires."""
+        backoff = Backoff()
+        while True:
+            try:
+                write()  # type: ignore[operator]
+                return
+            except DatabaseUnavailable:
+                if self.give_up.is_set():
+                    log.error("outcome not stored before exit: the database is down; the job "
+                              "runs again once its lease expires")
+                    return
+                delay = backoff.next()
+                log.warning("database unavailable storing results; retrying in %.1fs", delay)
+                self.give_up.wait(delay)
