@@ -35,7 +35,7 @@ def make_repository(settings: Settings, application_name: str) -> JobRepository:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
 

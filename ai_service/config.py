@@ -106,6 +106,7 @@ class Settings:
     worker_claim_limit: int = 4
     worker_lease: float = 60.0
     worker_shutdown_grace: float = 30.0
+    worker_metrics_port: int = 0
     model_concurrency: dict[str, int] = field(default_factory=dict)
     max_content_length: int = 1024 * 1024
     max_batch_size: int = 1000
@@ -114,6 +115,7 @@ class Settings:
     max_deferrals: int = 20
     db_pool_size: int = 5
     log_level: str = "INFO"
+    log_format: str = "json"
     auth_disabled: bool = False
 
 
@@ -141,6 +143,7 @@ _PARSERS = {
     "WORKER_CLAIM_LIMIT": ("worker_claim_limit", parse_int),
     "WORKER_LEASE": ("worker_lease", parse_duration),
     "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", parse_int),
     "MODEL_CONCURRENCY": ("model_concurrency", parse_model_concurrency),
     "MAX_CONTENT_LENGTH": ("max_content_length", parse_int),
     "MAX_BATCH_SIZE": ("max_batch_size", parse_int),
@@ -149,6 +152,7 @@ _PARSERS = {
     "MAX_DEFERRALS": ("max_deferrals", parse_int),
     "DB_POOL_SIZE": ("db_pool_size", parse_int),
     "LOG_LEVEL": ("log_level", str.upper),
+    "LOG_FORMAT": ("log_format", str.lower),
     "AUTH_DISABLED": ("auth_disabled", parse_bool),
 }
 
@@ -183,5 +187,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("HTTP_PORT: must be between 1 and 65535")
     if values.get("log_level", "INFO") not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+    if values.get("log_format", "json") not in ("json", "text"):
+        raise ConfigError("LOG_FORMAT: must be json or text")
     values.setdefault("worker_id", _default_worker_id())
     return Settings(**values)

@@ -1,18 +1,70 @@
-"""Process-wide logging set-up."""
+"""Process-wide logging: one JSON object per line (LOG_FORMAT=json, the default) or plain text
+for humans (LOG_FORMAT=text). Job and request context travel as `extra` fields."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
+from typing import Any
+
+CONTEXT_FIELDS = ("request_id", "job_id", "task_type", "worker_id", "error_category")
 
 
-def configure_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        context = " ".join(f"{n}={getattr(record, n)}" for n in CONTEXT_FIELDS
+                           if getattr(record, n, None) is not None)
+        return f"{text} [{context}]" if context else text
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp records made while serving a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            from flask import g, has_request_context
+
+            if has_request_context():
+                record.request_id = g.get("request_id")
+        return True
+
+
+def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     root = logging.getLogger()
-    if not any(getattr(h, "_ai_service", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        ))
-        handler._ai_service = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    for handler in [h for h in root.handlers if getattr(h, "_ai_service", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler._ai_service = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
     root.setLevel(level)
+
+
+def job_context(job: dict[str, Any], worker_id: str | None = None) -> dict[str, Any]:
+    """`extra` for a log line about a job."""
+    return {"job_id": job["id"], "task_type": job.get("task_type"),
+            "worker_id": worker_id or job.get("worker_id")}

@@ -307,6 +307,12 @@ WITH doomed AS (
 DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
 """)
 
+_QUEUE_DEPTH = text("""
+SELECT status, task_type, model_profile, count(*) AS count FROM jobs
+WHERE status IN ('pending', 'running')
+GROUP BY status, task_type, model_profile
+""")
+
 _STATS = {
     "by_status": text("SELECT status, count(*) AS count FROM jobs GROUP BY status"),
     "by_task": text("""
@@ -474,6 +480,15 @@ class JobRepository:
             if conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
                 return None
             return conn.execute(text("SELECT max(version_num) FROM alembic_version")).scalar()
+
+    def queue_snapshot(self) -> dict[str, Any]:
+        """Unfinished jobs by status, task type and model profile, and the oldest pending
+        job's age: cheap at any table size, since only unfinished rows are read."""
+        with self._transaction() as conn:
+            depth = [dict(r) for r in conn.execute(_QUEUE_DEPTH).mappings()]
+            oldest = conn.execute(_STATS["oldest_pending"]).scalar()
+        return {"depth": depth,
+                "oldest_pending_age_seconds": float(oldest) if oldest is not None else None}
 
     def stats(self) -> dict[str, Any]:
         with self._transaction() as conn:

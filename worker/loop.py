@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ai_service import metrics
 from ai_service.errors import DatabaseUnavailable
+from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
 from ai_service.repository import JobRepository, Lease
 from worker.backoff import Backoff
@@ -129,6 +131,7 @@ class Worker:
             task_types=self.task_types, model_profiles=self.model_profiles,
             model_concurrency=self.config.model_concurrency,
         )
+        metrics.record_claimed(jobs, time.time())
         for job in jobs:
             self._start(job)
         return len(jobs)
@@ -139,7 +142,8 @@ class Worker:
         running = RunningJob(job, lease, runner)
         with self._lock:
             self._running[job["id"]] = running
-        log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"])
+        log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"],
+                 extra=job_context(job))
         self._pool.submit(self._execute, running)
 
     def _execute(self, running: RunningJob) -> None:
@@ -147,7 +151,8 @@ class Worker:
             outcome = self._run_safely(running)
             with self._lock:
                 if running.lost or isinstance(outcome, Abandoned):
-                    log.info("job %s dropped: no longer held by this worker", running.lease.job_id)
+                    log.info("job %s dropped: no longer held by this worker",
+                             running.lease.job_id, extra=job_context(running.job))
                     return
                 running.storing = True
             self._results.store(running.lease, outcome)
@@ -157,11 +162,18 @@ class Worker:
             self.wake.set()
 
     def _run_safely(self, running: RunningJob) -> Outcome:
+        job = running.job
+        started = time.monotonic()
         try:
-            return running.runner.run(running.job, running.signal)
+            return running.runner.run(job, running.signal)
         except Exception as exc:  # a runner bug must not kill the slot or lose the job
-            log.exception("runner crashed on job %s", running.lease.job_id)
+            log.exception("runner crashed on job %s", running.lease.job_id,
+                          extra=job_context(job))
             return Failed("internal_error", f"{type(exc).__name__} in the runner", retryable=True)
+        finally:
+            metrics.JOB_RUN_SECONDS.labels(job["task_type"], job["model_profile"]).observe(
+                time.monotonic() - started
+            )
 
     # ----- leases -----------------------------------------------------------------------------
 
@@ -192,7 +204,8 @@ class Worker:
             if running.storing or running.lease.job_id not in self._running:
                 return  # finished in the meantime
             running.lost = True
-        log.info("job %s abandoned: %s", running.lease.job_id, why)
+        log.info("job %s abandoned: %s", running.lease.job_id, why,
+                 extra=job_context(running.job))
         running.signal.abort()
 
     # ----- shutdown ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from types import FrameType
 
+from prometheus_client import start_http_server
 from sqlalchemy.engine import make_url
 
 from ai_service import db
@@ -61,13 +62,16 @@ def main() -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
     # One connection per job slot plus the claim and heartbeat.
     pool = max(settings.db_pool_size, settings.worker_claim_limit + 2)
     repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker")
     worker = Worker(repository, build_runners(settings), worker_config(settings))
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+        log.info("metrics on %s:%d/metrics", settings.http_host, settings.worker_metrics_port)
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -10,7 +10,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ai_service import metrics
 from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
+from ai_service.logs import job_context
 from ai_service.repository import JobRepository, Lease
 from worker.backoff import Backoff
 from worker.runners import Completed, Failed, Outcome
@@ -21,6 +23,10 @@ MAX_BATCH = 64
 # Seconds a result waits for others to share its commit. 0 measured best: results that finish
 # while a write is in flight share the next one anyway, and waiting only idles the slots.
 LINGER = 0.0
+
+
+def _lease_context(lease: Lease) -> dict[str, object]:
+    return {"job_id": lease.job_id, "worker_id": lease.worker_id}
 
 
 @dataclass
@@ -88,10 +94,12 @@ class ResultWriter:
         for result in results:
             result.stored = result.lease.job_id in done
             if result.stored:
-                log.info("job %s completed", result.lease.job_id)
+                job = done[result.lease.job_id]
+                metrics.record_finished(job)
+                log.info("job %s completed", job["id"], extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",
-                            result.lease.job_id)
+                            result.lease.job_id, extra=_lease_context(result.lease))
 
     def _fail(self, result: _Result) -> None:
         outcome, lease = result.outcome, result.lease
@@ -105,11 +113,13 @@ class ResultWriter:
                                                retryable=outcome.retryable,
                                                retry_after=outcome.retry_after)
         except (JobStateConflict, JobNotFound) as exc:
-            log.warning("job %s outcome not stored: %s", lease.job_id, exc)
+            log.warning("job %s outcome not stored: %s", lease.job_id, exc,
+                        extra=_lease_context(lease))
             return
         result.stored = True
+        metrics.record_finished(job, outcome.category)
         log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
-                 job["status"])
+                 job["status"], extra={**job_context(job), "error_category": outcome.category})
 
     def _retrying(self, write: object) -> None:
         """Retry through database outages: a result we hold is not lost because PostgreSQL

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
 from ai_service.api import services
 from ai_service.errors import DatabaseUnavailable
+from ai_service.metrics import render
 
 blp = Blueprint("health", __name__)
 
@@ -16,6 +17,13 @@ blp = Blueprint("health", __name__)
 def healthz() -> Any:
     """The process is up; says nothing about its dependencies."""
     return {"status": "ok"}
+
+
+@blp.get("/metrics")
+def metrics() -> Any:
+    """Prometheus exposition: this server's counters and histograms, and the queue gauges."""
+    body, content_type = render(services().repository)
+    return Response(body, content_type=content_type)
 
 
 @blp.get("/readyz")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from ai_service import metrics
 from ai_service.api import repository, services
 from ai_service.api.auth import allow, principal
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
@@ -71,6 +73,8 @@ class Jobs(MethodView):
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
         _check_owner([body])
         [(job, created)] = repository().create_jobs([NewJob(**body)])
+        if created:
+            metrics.JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
         return job, 201 if created else 200
 
 
@@ -89,6 +93,9 @@ class JobBatch(MethodView):
                 {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
             )
         created = repository().create_jobs([NewJob(**item) for item in items])
+        for job, new in created:
+            if new:
+                metrics.JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
         jobs = [{**job, "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}
 
@@ -109,6 +116,7 @@ class JobClaim(MethodView):
             model_profiles=body.get("model_profiles"),
             model_concurrency=settings.model_concurrency,
         )
+        metrics.record_claimed(jobs, time.time())
         return {"jobs": jobs}
 
 
@@ -137,7 +145,9 @@ class JobComplete(MethodView):
     @blp.response(200, JobSchema)
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Store the result of the attempt holding this lease token; otherwise 409."""
-        return repository().complete_job(_lease(job_id, body), body["result"])
+        job = repository().complete_job(_lease(job_id, body), body["result"])
+        metrics.record_finished(job)
+        return job
 
 
 @blp.route("/<uuid:job_id>/fail")
@@ -150,13 +160,16 @@ class JobFail(MethodView):
         category rate_limited → pending after retry_after without spending the attempt."""
         lease = _lease(job_id, body)
         if body["category"] in DEFERRING_CATEGORIES:
-            return repository().defer_job(
+            job = repository().defer_job(
                 lease, body["category"], body["message"], retry_after=body.get("retry_after")
             )
-        return repository().fail_job(
-            lease, body["category"], body["message"],
-            retryable=body["retryable"], retry_after=body.get("retry_after"),
-        )
+        else:
+            job = repository().fail_job(
+                lease, body["category"], body["message"],
+                retryable=body["retryable"], retry_after=body.get("retry_after"),
+            )
+        metrics.record_finished(job, body["category"])
+        return job
 
 
 @blp.route("/<uuid:job_id>/heartbeat")

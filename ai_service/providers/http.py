@@ -23,6 +23,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ai_service.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS
+
 MAX_ERROR_TEXT = 500
 
 
@@ -112,6 +114,22 @@ class _AbortableHTTPPool(HTTPConnectionPool):
 
 class _AbortableHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _AbortableHTTPSConnection
+
+
+@contextmanager
+def observed_call(provider: str) -> Iterator[None]:
+    """Latency of every call, and failures by category, for the provider metrics."""
+    started = time.monotonic()
+    try:
+        yield
+    except ProviderError as exc:
+        PROVIDER_ERRORS.labels(provider, exc.category).inc()
+        raise
+    except Aborted:
+        PROVIDER_ERRORS.labels(provider, "aborted").inc()
+        raise
+    finally:
+        PROVIDER_SECONDS.labels(provider).observe(time.monotonic() - started)
 
 
 def make_session() -> requests.Session:

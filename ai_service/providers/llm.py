@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from ai_service.metrics import LLM_TOKENS
 from ai_service.providers.http import (
     AbortSignal,
     ProviderError,
@@ -16,6 +17,7 @@ from ai_service.providers.http import (
     classify_exception,
     classify_status,
     error_text,
+    observed_call,
     scrub,
 )
 
@@ -41,8 +43,15 @@ class LLMClient:
     def chat(self, request: dict[str, Any], signal: AbortSignal | None = None) -> dict[str, Any]:
         """POST /chat/completions; returns the result the job stores. Raises ProviderError
         (classified) or Aborted."""
-        body = {**request, "model": self.model}
         started = time.monotonic()
+        with observed_call("llm"):
+            result = self._call({**request, "model": self.model}, signal)
+        result["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        for kind in ("prompt", "completion"):
+            LLM_TOKENS.labels(self.model, kind).inc(result["usage"][f"{kind}_tokens"])
+        return result
+
+    def _call(self, body: dict[str, Any], signal: AbortSignal | None) -> dict[str, Any]:
         try:
             with abortable(signal or AbortSignal()):
                 response = self._sessions.get().post(
@@ -57,9 +66,7 @@ class LLMClient:
             )
         if response.status_code >= 400:
             raise classify_status(response, self.api_key)
-        result = parse_completion(response)
-        result["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
-        return result
+        return parse_completion(response)
 
 
 def parse_completion(response: requests.Response) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ai_service.providers.http import (
     abortable,
     classify_exception,
     classify_status,
+    observed_call,
 )
 
 CHUNK = 1024 * 1024
@@ -34,11 +35,12 @@ class WhisperXClient:
     ) -> dict[str, Any]:
         signal = signal or AbortSignal()
         started = time.monotonic()
-        with tempfile.SpooledTemporaryFile(max_size=8 * CHUNK) as audio, abortable(signal):
+        with (observed_call("whisperx"),
+              tempfile.SpooledTemporaryFile(max_size=8 * CHUNK) as audio, abortable(signal)):
             self._download(audio_url, audio, signal)
             audio.seek(0)
             response = self._upload(audio, _file_name(audio_url), options, signal)
-        result = parse_transcript(response)
+            result = parse_transcript(response)
         result["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         return result
 

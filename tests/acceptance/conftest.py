@@ -26,6 +26,7 @@ WORKER = [sys.executable, "-m", "worker"]
 
 class Proc:
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.env = env
         self.log_path = log_path
         self._log = log_path.open("w")
         self.popen = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log,
@@ -82,10 +83,15 @@ def admin_headers(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def web(base_env: dict[str, str], spawn: Callable[..., Proc]) -> str:
+def web_proc(base_env: dict[str, str], spawn: Callable[..., Proc]) -> Proc:
+    return spawn(GUNICORN, {**base_env, "HTTP_PORT": str(free_port())}, "web")
+
+
+@pytest.fixture
+def web(web_proc: Proc, base_env: dict[str, str]) -> str:
     """gunicorn serving the app on a free port; returns its base URL once it answers."""
-    port = free_port()
-    proc = spawn(GUNICORN, {**base_env, "HTTP_PORT": str(port)}, "web")
+    proc = web_proc
+    port = proc.env["HTTP_PORT"]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

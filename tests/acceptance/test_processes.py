@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from ai_service.localpg import free_port
 from tests.acceptance.conftest import GUNICORN, SECRET, WORKER, Proc
 from tests.support.fake_llm import FakeLLMServer
 
@@ -133,3 +136,47 @@ def test_a_worker_with_a_bad_setting_exits_at_once_with_one_line(base_env: dict)
         assert "config error: WORKER_CLAIM_LIMIT: not an integer" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    text = requests.get(url, timeout=5).text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_merge_every_gunicorn_process_and_the_worker_serves_its_own(
+    api: Api, base_env: dict, spawn: Callable[..., Proc]
+) -> None:
+    port = free_port()
+    spawn(WORKER, {**base_env, "WORKER_METRICS_PORT": str(port)}, "worker")
+    ids = [create(api, f"job {i}") for i in range(20)]  # spread over both gunicorn processes
+    for job_id in ids:
+        assert wait_status(api, job_id, ("completed",))["status"] == "completed"
+
+    labels = frozenset({"task_type": "llm_chat", "model_profile": "qwen2.5-14b"}.items())
+    web = scrape(f"{api.url}/metrics")
+    assert web[("ai_jobs_created_total", labels)] == 20
+    worker = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert worker[("ai_jobs_completed_total", labels)] == 20
+    assert worker[("ai_llm_tokens_total", frozenset({"model": "qwen2.5-14b",
+                                                      "kind": "completion"}.items()))] > 0
+
+
+def test_logs_are_json_lines_with_request_and_job_context(
+    api: Api, base_env: dict, spawn: Callable[..., Proc], web_proc: Proc
+) -> None:
+    worker = spawn(WORKER, base_env, "worker")
+    response = requests.get(f"{api.url}/api/v1/stats", headers={**api.headers,
+                                                                 "X-Request-ID": "trace-me-1"})
+    job_id = create(api, "log me")
+    wait_status(api, job_id, ("completed",))
+    worker.stop()
+
+    worker_lines = [json.loads(line) for line in worker.log().splitlines() if line.strip()]
+    done = [entry for entry in worker_lines if entry.get("job_id") == job_id
+            and "completed" in entry["message"]]
+    assert done and done[0]["task_type"] == "llm_chat" and done[0]["worker_id"]
+    assert response.headers["X-Request-ID"] == "trace-me-1"
+    access = [json.loads(line) for line in web_proc.log().splitlines()
+              if line.startswith("{") and '"gunicorn.access"' in line]
+    assert any(a["request_id"] == "trace-me-1" and a["status"] == 200 for a in access)

@@ -296,3 +296,28 @@ def test_unusable_audio_fails_as_invalid_input(
     )])
     done = w.wait_finished(job["id"])
     assert (done["status"], done["error_category"]) == ("failed", category)
+
+
+def test_the_worker_counts_tokens_provider_latency_and_errors(
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (value("ai_llm_tokens_total", model="qwen2.5-14b", kind="prompt"),
+              value("ai_provider_request_seconds_count", provider="llm"),
+              value("ai_provider_errors_total", provider="llm", error_category="auth"),
+              value("ai_job_run_seconds_count", task_type="llm_chat", model_profile="qwen2.5-14b"))
+    w = start_worker()
+    w.wait_finished(submit(w, "one two three"))
+    w.wait_finished(submit(w, "[[fault:401]] no"))
+    after = (value("ai_llm_tokens_total", model="qwen2.5-14b", kind="prompt"),
+             value("ai_provider_request_seconds_count", provider="llm"),
+             value("ai_provider_errors_total", provider="llm", error_category="auth"),
+             value("ai_job_run_seconds_count", task_type="llm_chat", model_profile="qwen2.5-14b"))
+    assert after[0] - before[0] == 3  # the fake counts words of the prompt
+    assert after[1] - before[1] == 2
+    assert after[2] - before[2] == 1
+    assert after[3] - before[3] == 2

@@ -1,0 +1,118 @@
+"""Prometheus metrics. Counters and histograms are kept by the process that does the work (web
+or worker); queue depth is read from PostgreSQL at scrape time.
+
+Under gunicorn every worker process writes its samples to PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn_conf before the workers fork) and /metrics merges them, so a scrape sees the whole
+server whichever process answers it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ai_service.repository import JobRepository
+
+JOBS_CREATED = Counter(
+    "ai_jobs_created_total", "Jobs created.", ["task_type", "model_profile"]
+)
+JOBS_CLAIMED = Counter(
+    "ai_jobs_claimed_total", "Attempts started (jobs handed to a worker).",
+    ["task_type", "model_profile"],
+)
+JOBS_COMPLETED = Counter(
+    "ai_jobs_completed_total", "Jobs completed.", ["task_type", "model_profile"]
+)
+JOBS_FAILED = Counter(
+    "ai_job_failures_total",
+    "Failed attempts by category; final says whether the job failed for good.",
+    ["task_type", "model_profile", "error_category", "final"],
+)
+JOB_RUN_SECONDS = Histogram(
+    "ai_job_run_seconds", "Time a runner spent on one attempt.", ["task_type", "model_profile"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+JOB_QUEUE_WAIT_SECONDS = Histogram(
+    "ai_job_queue_wait_seconds", "From when a job could run (run_after) to its claim.",
+    ["task_type", "model_profile"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+LLM_TOKENS = Counter("ai_llm_tokens_total", "LLM tokens used.", ["model", "kind"])
+PROVIDER_SECONDS = Histogram(
+    "ai_provider_request_seconds", "Provider call latency.", ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+PROVIDER_ERRORS = Counter(
+    "ai_provider_errors_total", "Provider calls that failed, by category.",
+    ["provider", "error_category"],
+)
+
+
+class QueueCollector(Collector):
+    """Pending and running jobs by task type and model profile, and the oldest pending job's
+    age, read at scrape time. Only unfinished jobs are counted: they are what the partial
+    indexes hold, so a scrape stays cheap with millions of finished jobs; finished work is in
+    the counters."""
+
+    def __init__(self, repository: JobRepository) -> None:
+        self.repository = repository
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "ai_jobs", "Unfinished jobs by status, task type and model profile.",
+            labels=["status", "task_type", "model_profile"],
+        )
+        oldest = GaugeMetricFamily(
+            "ai_oldest_pending_job_age_seconds", "Age of the oldest pending job (0: none)."
+        )
+        snapshot = self.repository.queue_snapshot()
+        for row in snapshot["depth"]:
+            depth.add_metric([row["status"], row["task_type"], row["model_profile"]], row["count"])
+        oldest.add_metric([], snapshot["oldest_pending_age_seconds"] or 0.0)
+        yield depth
+        yield oldest
+
+
+def render(repository: JobRepository) -> tuple[bytes, str]:
+    """The exposition text for /metrics: this server's processes plus the queue gauges."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    queue_registry = CollectorRegistry()
+    queue_registry.register(QueueCollector(repository))
+    return body + generate_latest(queue_registry), CONTENT_TYPE_LATEST
+
+
+def record_claimed(jobs: list[dict], now_epoch: float) -> None:
+    for job in jobs:
+        labels = (job["task_type"], job["model_profile"])
+        JOBS_CLAIMED.labels(*labels).inc()
+        JOB_QUEUE_WAIT_SECONDS.labels(*labels).observe(
+            max(0.0, now_epoch - job["run_after"].timestamp())
+        )
+
+
+def record_finished(job: dict, category: str | None = None) -> None:
+    """A stored outcome: completed (category None) or a failed attempt."""
+    labels = (job["task_type"], job["model_profile"])
+    if category is None:
+        JOBS_COMPLETED.labels(*labels).inc()
+    else:
+        JOBS_FAILED.labels(*labels, category, str(job["status"] == "failed").lower()).inc()
