@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PGDATA ?= .pgdata
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install postgres run demo test lint bench clean
+.PHONY: install postgres browser run demo test lint bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ postgres:
 	    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing PostgreSQL server binaries"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+# Debian's Chromium and its driver, for the operations page's browser test.
+browser:
+	@if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then \
+	  echo "installing chromium and chromium-driver"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
 # The service and a worker, as the Procfile runs them in production.
@@ -48,7 +55,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install postgres lint
+test: install postgres browser lint
 	$(PY) -m pytest
 
 bench: install postgres

@@ -11,8 +11,8 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from ai_service import db
-from ai_service.api import Services, health, jobs, ops
-from ai_service.api.auth import register_auth
+from ai_service.api import Services, health, jobs, ops, ops_page
+from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.config import Settings, load_settings
 from ai_service.logs import configure_logging
@@ -65,12 +65,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     _register_request_id(app)
-    register_auth(app, TokenRepository(repository), settings.auth_disabled)
+    tokens = TokenCache(TokenRepository(repository))
+    app.extensions["ai_service_tokens"] = tokens
+    register_auth(app, tokens, settings.auth_disabled)
     _require_json_bodies(app)
 
     api.register_blueprint(jobs.blp)
     api.register_blueprint(ops.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(ops_page.blp)
     return app
 
 
@@ -93,7 +96,7 @@ def _require_json_bodies(app: Flask) -> None:
 
     @app.before_request
     def _check() -> ResponseReturnValue | None:
-        if request.content_length and not request.is_json:
+        if request.path.startswith("/api/") and request.content_length and not request.is_json:
             return error_response(
                 415, "unsupported_media_type", "send the body as application/json",
                 {"content_type": request.content_type or ""},

@@ -313,6 +313,42 @@ WHERE status IN ('pending', 'running')
 GROUP BY status, task_type, model_profile
 """)
 
+# The operations page: finished jobs per 5-minute bucket over the last hour (ix_jobs_finished_at
+# bounds it to an hour of rows), failures still worth a look, and who has been working.
+_THROUGHPUT = text("""
+SELECT floor(extract(epoch FROM now() - finished_at) / 300)::int AS bucket,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM jobs WHERE finished_at > now() - interval '1 hour'
+GROUP BY 1
+""")
+_RECENT_FAILURES = text("""
+SELECT id, owner_service, task_type, model_profile, status, attempts, max_attempts,
+       error_category, left(error_message, 300) AS error_message, updated_at
+FROM jobs
+WHERE status = 'failed' AND finished_at > now() - interval '1 day'
+   OR status = 'pending' AND error_category IS NOT NULL
+ORDER BY updated_at DESC LIMIT :limit
+""")
+_WORKERS_SEEN = text("""
+WITH running AS (
+    SELECT worker_id, count(*) AS running, max(lease_expires_at) AS lease_until,
+           string_agg(DISTINCT task_type, ', ') AS task_types
+    FROM jobs WHERE status = 'running' AND lease_expires_at > now()
+    GROUP BY worker_id
+), recent AS (
+    SELECT worker_id, max(at) AS last_seen FROM job_events
+    WHERE at > now() - interval '10 minutes' AND worker_id IS NOT NULL
+      AND event IN ('claimed', 'reclaimed', 'completed', 'attempt_failed', 'failed', 'deferred',
+                    'released')
+    GROUP BY worker_id
+)
+SELECT coalesce(r.worker_id, e.worker_id) AS worker_id, coalesce(r.running, 0) AS running,
+       r.task_types, coalesce(e.last_seen, now()) AS last_seen
+FROM running r FULL JOIN recent e ON e.worker_id = r.worker_id
+ORDER BY last_seen DESC NULLS LAST
+""")
+
 _STATS = {
     "by_status": text("SELECT status, count(*) AS count FROM jobs GROUP BY status"),
     "by_task": text("""
@@ -489,6 +525,22 @@ class JobRepository:
             oldest = conn.execute(_STATS["oldest_pending"]).scalar()
         return {"depth": depth,
                 "oldest_pending_age_seconds": float(oldest) if oldest is not None else None}
+
+    def ops_overview(self, failures: int = 20) -> dict[str, Any]:
+        """Everything the operations page shows, read in one transaction."""
+        with self._transaction() as conn:
+            buckets = {r.bucket: r for r in conn.execute(_THROUGHPUT)}
+            recent = [dict(r) for r in conn.execute(_RECENT_FAILURES, {"limit": failures})
+                      .mappings()]
+            workers = [dict(r) for r in conn.execute(_WORKERS_SEEN).mappings()]
+        # Oldest bucket first; bucket 0 is the last five minutes.
+        throughput = [
+            {"minutes_ago": (b + 1) * 5, "completed": buckets[b].completed if b in buckets else 0,
+             "failed": buckets[b].failed if b in buckets else 0}
+            for b in range(11, -1, -1)
+        ]
+        return {"throughput": throughput, "recent_failures": recent, "workers": workers,
+                **self.queue_snapshot()}
 
     def stats(self) -> dict[str, Any]:
         with self._transaction() as conn:

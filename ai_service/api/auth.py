@@ -47,10 +47,9 @@ class TokenCache:
         return principal
 
 
-def register_auth(app: Flask, tokens: TokenRepository, disabled: bool) -> None:
+def register_auth(app: Flask, cache: TokenCache, disabled: bool) -> None:
     if disabled:
         log.warning("AUTH_DISABLED=true: every request is treated as an admin")
-    cache = TokenCache(tokens)
 
     @app.before_request
     def _authenticate() -> None:

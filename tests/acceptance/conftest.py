@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from ai_service.localpg import free_port
+from tests.acceptance.helpers import Api
 from tests.conftest import bearer, issue_token
 from tests.support.fake_llm import FakeLLMServer
 
@@ -103,3 +104,8 @@ def web(web_proc: Proc, base_env: dict[str, str]) -> str:
             pass
         time.sleep(0.1)
     raise AssertionError(f"gunicorn did not become ready:\n{proc.log()}")
+
+
+@pytest.fixture
+def api(web: str, admin_headers: dict[str, str]) -> Api:
+    return Api(web, admin_headers)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import requests
@@ -15,49 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ai_service.localpg import free_port
 from tests.acceptance.conftest import GUNICORN, SECRET, WORKER, Proc
+from tests.acceptance.helpers import Api, create, job, wait_status
 from tests.support.fake_llm import FakeLLMServer
 
 pytestmark = pytest.mark.acceptance
-
-
-class Api:
-    """The service over real HTTP with an admin token."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url, self.headers = url, headers
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}/api/v1{path}", headers=self.headers, timeout=5)
-
-    def post(self, path: str, body: dict) -> requests.Response:
-        return requests.post(f"{self.url}/api/v1{path}", json=body, headers=self.headers,
-                             timeout=5)
-
-
-@pytest.fixture
-def api(web: str, admin_headers: dict[str, str]) -> Api:
-    return Api(web, admin_headers)
-
-
-def create(api: Api, user: str, **fields: Any) -> str:
-    body = {"owner_service": "telephony", "owner_ref": "beeline/1", "task_type": "llm_chat",
-            "model_profile": "qwen2.5-14b", "input": {"user": user}, **fields}
-    response = api.post("/jobs", body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def job(api: Api, job_id: str) -> dict[str, Any]:
-    return api.get(f"/jobs/{job_id}").json()
-
-
-def wait_status(api: Api, job_id: str, statuses: tuple[str, ...], timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = job(api, job_id)
-        if current["status"] in statuses or time.monotonic() > deadline:
-            return current
-        time.sleep(0.05)
 
 
 def test_a_job_created_over_http_is_completed_by_a_worker_process(

@@ -1,0 +1,92 @@
+"""The operations page in a real headless Chromium: sign in, see the numbers the API reports,
+retry a failed job, see it go back to pending."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.acceptance.helpers import Api, create
+
+pytestmark = pytest.mark.acceptance
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Where the page's picture is left for a person to look at (docs/ops-page.png is one).
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", "/tmp"))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1100",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def failed_job(api: Api) -> str:
+    job_id = create(api, "doomed", max_attempts=1)
+    [job] = api.post("/jobs/claim", {"worker_id": "by-hand"}).json()["jobs"]
+    assert job["id"] == job_id
+    body = {"worker_id": "by-hand", "lease_token": job["lease_token"], "category": "auth",
+            "message": "HTTP 401: Invalid API key"}
+    assert api.post(f"/jobs/{job_id}/fail", body).json()["status"] == "failed"
+    return job_id
+
+
+def text(driver: webdriver.Chrome, css: str) -> str:
+    """The element's text, once the page that has it has loaded (a form post navigates)."""
+    found = WebDriverWait(driver, 10).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    )
+    return found.text.strip()
+
+
+def test_the_page_shows_the_api_numbers_and_retries_a_failed_job(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    job_id = failed_job(api)
+    for n in range(3):
+        create(api, f"waiting {n}")
+
+    browser.get(api.url + "/")
+    browser.find_element(By.ID, "token").send_keys(api.headers["Authorization"].split()[1])
+    browser.find_element(By.ID, "sign-in").click()
+
+    stats = api.get("/stats").json()["by_status"]
+    assert text(browser, "#total-pending") == str(stats["pending"]) == "3"
+    assert text(browser, "#total-failed") == str(stats["failed"]) == "1"
+    row = f"#failure-{job_id}"
+    assert text(browser, f"{row} .status") == "failed"
+    assert "Invalid API key" in text(browser, row)
+    browser.save_screenshot(str(SCREENSHOTS / "ops-page.png"))
+
+    browser.find_element(By.CSS_SELECTOR, f"{row} button.retry").click()
+
+    assert "now pending" in text(browser, "#message")
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "pending"
+    assert text(browser, "#total-pending") == "4"
+    assert text(browser, "#total-failed") == "0"
+
+
+def test_the_page_asks_for_an_admin_token(api: Api, browser: webdriver.Chrome) -> None:
+    browser.get(api.url + "/")
+    browser.find_element(By.ID, "token").send_keys("ais_not-a-token")
+    browser.find_element(By.ID, "sign-in").click()
+    assert "admin token is needed" in text(browser, "#login-error")
