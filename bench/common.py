@@ -72,6 +72,24 @@ def fake_llm_process(latency_ms: float) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@contextmanager
+def gunicorn(url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """gunicorn as the Procfile runs it, on a free port; yields (API base URL, process)."""
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "python:ai_service.gunicorn_conf",
+         "ai_service.app:create_app()"],
+        cwd=ROOT, env=service_env(url, HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), **env),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}/api/v1", web
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

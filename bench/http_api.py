@@ -4,38 +4,17 @@ and 1,000 jobs, and GET /jobs/{id} latency at 16 concurrent clients."""
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import requests
 
-from ai_service.localpg import free_port
-from bench.common import ROOT, admin_token, fresh_database, service_env, wait_http
+from bench.common import admin_token, fresh_database, gunicorn
 
 JOB = {"owner_service": "bench", "owner_ref": "r/1", "task_type": "llm_chat",
        "model_profile": "qwen2.5-14b", "input": {"user": "x" * 200}}
-
-
-@contextmanager
-def gunicorn(url: str) -> Any:
-    port = free_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "python:ai_service.gunicorn_conf",
-         "ai_service.app:create_app()"],
-        cwd=ROOT, env=service_env(url, HTTP_HOST="127.0.0.1", HTTP_PORT=str(port)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}/api/v1", web
-    finally:
-        web.terminate()
-        web.wait(timeout=30)
 
 
 def _concurrently(clients: int, requests_each: int,

@@ -8,8 +8,6 @@ from __future__ import annotations
 import multiprocessing
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -17,8 +15,7 @@ from typing import Any
 
 import requests
 
-from ai_service.localpg import free_port
-from bench.common import ROOT, admin_token, fresh_database, service_env, wait_http
+from bench.common import admin_token, fresh_database, gunicorn
 
 CLIENT_PROCESSES = 4
 THREADS_PER_PROCESS = 8
@@ -74,23 +71,12 @@ def percentile(values: list[float], p: float) -> float:
 
 def run(cluster: Any, duration: float = DURATION) -> list[dict[str, Any]]:
     url = fresh_database(cluster, "bench_load")
-    port = free_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "python:ai_service.gunicorn_conf",
-         "ai_service.app:create_app()"],
-        cwd=ROOT, env=service_env(url, HTTP_HOST="127.0.0.1", HTTP_PORT=str(port)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        token = admin_token(url)
-        with multiprocessing.get_context("spawn").Pool(CLIENT_PROCESSES) as pool:
-            results = pool.map(_client_process, [(api, token, duration, seed)
-                                                 for seed in range(CLIENT_PROCESSES)])
-    finally:
-        web.terminate()
-        web.wait(timeout=30)
+    token = admin_token(url)
+    with gunicorn(url) as (api, _), multiprocessing.get_context("spawn").Pool(
+        CLIENT_PROCESSES
+    ) as pool:
+        results = pool.map(_client_process, [(api, token, duration, seed)
+                                             for seed in range(CLIENT_PROCESSES)])
     latencies: dict[str, list[float]] = defaultdict(list)
     statuses: dict[int, int] = defaultdict(int)
     for result in results:

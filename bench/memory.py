@@ -14,15 +14,14 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
-from ai_service.localpg import free_port
 from ai_service.repository import NewJob
 from bench.common import (
     ROOT,
     admin_token,
     fake_llm_process,
     fresh_database,
+    gunicorn,
     service_env,
-    wait_http,
 )
 
 REQUESTS = 20_000
@@ -43,18 +42,10 @@ def children(pid: int) -> list[int]:
 
 
 def _web(url: str) -> dict[str, Any]:
-    port = free_port()
-    env = service_env(url, HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), WEB_CONCURRENCY="1")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "python:ai_service.gunicorn_conf",
-         "ai_service.app:create_app()"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+    with gunicorn(url, WEB_CONCURRENCY="1") as (api, web):
         [worker_pid] = children(web.pid)
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {admin_token(url)}"
-        api = f"http://127.0.0.1:{port}/api/v1"
         job = {"owner_service": "bench", "owner_ref": "r", "task_type": "llm_chat",
                "model_profile": "qwen2.5-14b", "input": {"user": "x" * 500}}
         peak = first = 0
@@ -69,9 +60,6 @@ def _web(url: str) -> dict[str, Any]:
             if n == FIRST:
                 first = rss_kib(worker_pid)
         last = rss_kib(worker_pid)
-    finally:
-        web.terminate()
-        web.wait(timeout=30)
     return {"process": "gunicorn worker", "work": f"{REQUESTS} requests",
             "rss_after_first_1000_mib": round(first / 1024, 1),
             "rss_at_end_mib": round(last / 1024, 1), "peak_mib": round(max(peak, last) / 1024, 1),

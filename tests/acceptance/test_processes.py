@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -37,6 +38,11 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
     first = spawn(WORKER, {**base_env, "WORKER_ID": "first"}, "worker")
     job_id = create(api, "[[latency:3000]] survive a crash")
     assert wait_status(api, job_id, ("running",))["worker_id"] == "first"
+    # Running means claimed; kill only once the LLM request is in flight, so the crash
+    # happens mid-call and not between the claim and the call.
+    deadline = time.monotonic() + 10
+    while not fake_llm.chat_requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
     first.signal(signal.SIGKILL)
     first.wait()
 

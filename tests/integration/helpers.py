@@ -9,28 +9,20 @@ from sqlalchemy import text
 from ai_service.repository import JobRepository, Lease, NewJob
 
 
-def new_job(**overrides: Any) -> NewJob:
-    fields: dict[str, Any] = {
-        "owner_service": "telephony",
-        "owner_ref": "beeline/1",
-        "task_type": "llm_chat",
-        "model_profile": "qwen2.5-14b",
-        "input": {"user": "hello"},
-    }
-    fields.update(overrides)
-    return NewJob(**fields)
-
-
 def job_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    """A valid create-job body, as a caller would send it."""
+    return {
         "owner_service": "telephony",
         "owner_ref": "beeline/1",
         "task_type": "llm_chat",
         "model_profile": "qwen2.5-14b",
         "input": {"user": "hello"},
+        **overrides,
     }
-    body.update(overrides)
-    return body
+
+
+def new_job(**overrides: Any) -> NewJob:
+    return NewJob(**job_body(**overrides))
 
 
 def lease_of(row: dict[str, Any]) -> Lease:
