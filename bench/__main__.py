@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import claim_latency, floor, http_api, load, memory, repository, worker_throughput
+from bench import (
+    claim_latency,
+    floor,
+    http_api,
+    load,
+    memory,
+    repository,
+    soak,
+    worker_throughput,
+)
 from bench.common import print_table, throwaway_postgres
 
 BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
@@ -25,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "worker": worker_throughput.run,
     "load": load.run,
     "memory": memory.run,
+    "soak": soak.run,
 }
 
 
@@ -50,6 +60,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("4 workers vs one", lambda: results["worker"][1]["vs_one_worker"], ">=", 3.5),
         ("gunicorn worker RSS growth", lambda: results["memory"][0]["growth"], "<=", 0.1),
         ("worker process RSS growth", lambda: results["memory"][1]["growth"], "<=", 0.1),
+        ("soak: claim p50 in the last 10k jobs vs the first 10k",
+         lambda: results["soak"][-1]["claim_p50_ms"] / results["soak"][0]["claim_p50_ms"],
+         "<=", 1.2),
     ]
     rows = []
     for name, ratio, op, bound in checks:
