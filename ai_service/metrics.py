@@ -100,6 +100,13 @@ def render(repository: JobRepository) -> tuple[bytes, str]:
     return body + generate_latest(queue_registry), CONTENT_TYPE_LATEST
 
 
+def record_created(created: list[tuple[dict, bool]]) -> None:
+    """(job, created) pairs from create_jobs; jobs an idempotency key returned are not new."""
+    for job, new in created:
+        if new:
+            JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
+
+
 def record_claimed(jobs: list[dict], now_epoch: float) -> None:
     for job in jobs:
         labels = (job["task_type"], job["model_profile"])

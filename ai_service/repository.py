@@ -307,6 +307,8 @@ WITH doomed AS (
 DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
 """)
 
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
+
 _QUEUE_DEPTH = text("""
 SELECT status, task_type, model_profile, count(*) AS count FROM jobs
 WHERE status IN ('pending', 'running')
@@ -365,6 +367,13 @@ _STATS = {
 }
 
 
+def _queue_snapshot(conn: Connection) -> dict[str, Any]:
+    depth = [dict(r) for r in conn.execute(_QUEUE_DEPTH).mappings()]
+    oldest = conn.execute(_STATS["oldest_pending"]).scalar()
+    return {"depth": depth,
+            "oldest_pending_age_seconds": float(oldest) if oldest is not None else None}
+
+
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -377,6 +386,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created_at), uuid.UUID(job_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("invalid cursor", {"cursor": ["not a cursor from this API"]}) from None
+
+
+def _notify_workers(conn: Connection) -> None:
+    """Wake listening workers once this transaction commits: once per statement, never per
+    row, since every NOTIFYing commit takes a cluster-wide lock."""
+    conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL})
 
 
 def _dump(value: Any) -> str:
@@ -427,7 +442,7 @@ class JobRepository:
                         .mappings()}
             existing = self._existing_for(conn, [j for j in jobs if j.id not in inserted])
             if inserted:
-                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+                _notify_workers(conn)
         return [
             (inserted[j.id], True) if j.id in inserted else (existing[j.idempotency_key], False)
             for j in jobs
@@ -521,10 +536,7 @@ class JobRepository:
         """Unfinished jobs by status, task type and model profile, and the oldest pending
         job's age: cheap at any table size, since only unfinished rows are read."""
         with self._transaction() as conn:
-            depth = [dict(r) for r in conn.execute(_QUEUE_DEPTH).mappings()]
-            oldest = conn.execute(_STATS["oldest_pending"]).scalar()
-        return {"depth": depth,
-                "oldest_pending_age_seconds": float(oldest) if oldest is not None else None}
+            return _queue_snapshot(conn)
 
     def ops_overview(self, failures: int = 20) -> dict[str, Any]:
         """Everything the operations page shows, read in one transaction."""
@@ -533,6 +545,7 @@ class JobRepository:
             recent = [dict(r) for r in conn.execute(_RECENT_FAILURES, {"limit": failures})
                       .mappings()]
             workers = [dict(r) for r in conn.execute(_WORKERS_SEEN).mappings()]
+            queue = _queue_snapshot(conn)
         # Oldest bucket first; bucket 0 is the last five minutes.
         throughput = [
             {"minutes_ago": (b + 1) * 5, "completed": buckets[b].completed if b in buckets else 0,
@@ -540,7 +553,7 @@ class JobRepository:
             for b in range(11, -1, -1)
         ]
         return {"throughput": throughput, "recent_failures": recent, "workers": workers,
-                **self.queue_snapshot()}
+                **queue}
 
     def stats(self) -> dict[str, Any]:
         with self._transaction() as conn:
@@ -671,7 +684,7 @@ class JobRepository:
             })
             released = {r.id for r in rows}
             if released:
-                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+                _notify_workers(conn)
             return released
 
     # ----- the caller's side ----------------------------------------------------------------
@@ -712,7 +725,7 @@ class JobRepository:
         with self._transaction() as conn:
             row = conn.execute(statement, params).mappings().first()
             if row is not None and notify:
-                conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+                _notify_workers(conn)
         if row is None:
             raise self._conflict(job_id, action, scope=scope)
         return dict(row)

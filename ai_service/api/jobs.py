@@ -72,9 +72,8 @@ class Jobs(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
         _check_owner([body])
-        [(job, created)] = repository().create_jobs([NewJob(**body)])
-        if created:
-            metrics.JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
+        [(job, created)] = outcome = repository().create_jobs([NewJob(**body)])
+        metrics.record_created(outcome)
         return job, 201 if created else 200
 
 
@@ -93,9 +92,7 @@ class JobBatch(MethodView):
                 {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
             )
         created = repository().create_jobs([NewJob(**item) for item in items])
-        for job, new in created:
-            if new:
-                metrics.JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
+        metrics.record_created(created)
         jobs = [{**job, "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}
 
