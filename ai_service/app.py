@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def make_repository(settings: Settings, application_name: str) -> JobRepository:
-    engine = db.make_engine(settings.database_url, settings.db_pool_size, application_name)
+def make_repository(
+    settings: Settings, application_name: str, pre_ping: bool = True
+) -> JobRepository:
+    engine = db.make_engine(settings.database_url, settings.db_pool_size, application_name,
+                            pre_ping)
     policy = RetryPolicy(
         backoff_base=settings.retry_backoff_base,
         backoff_max=settings.retry_backoff_max,

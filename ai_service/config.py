@@ -104,6 +104,7 @@ class Settings:
     worker_id: str = ""
     worker_poll_interval: float = 2.0
     worker_claim_limit: int = 4
+    worker_claim_batch: int = 1
     worker_lease: float = 60.0
     worker_shutdown_grace: float = 30.0
     worker_metrics_port: int = 0
@@ -141,6 +142,7 @@ _PARSERS = {
     "WORKER_ID": ("worker_id", str),
     "WORKER_POLL_INTERVAL": ("worker_poll_interval", parse_duration),
     "WORKER_CLAIM_LIMIT": ("worker_claim_limit", parse_int),
+    "WORKER_CLAIM_BATCH": ("worker_claim_batch", parse_int),
     "WORKER_LEASE": ("worker_lease", parse_duration),
     "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
     "WORKER_METRICS_PORT": ("worker_metrics_port", parse_int),
@@ -157,7 +159,8 @@ _PARSERS = {
 }
 
 _POSITIVE = {
-    "http_port", "worker_poll_interval", "worker_claim_limit", "worker_lease", "llm_timeout",
+    "http_port", "worker_poll_interval", "worker_claim_limit", "worker_claim_batch",
+    "worker_lease", "llm_timeout",
     "whisperx_timeout", "max_content_length", "max_batch_size", "db_pool_size",
     "whisperx_max_audio_bytes",
 }
@@ -189,5 +192,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
     if values.get("log_format", "json") not in ("json", "text"):
         raise ConfigError("LOG_FORMAT: must be json or text")
+    if values.get("worker_claim_batch", 1) > values.get("worker_claim_limit", 4):
+        raise ConfigError("WORKER_CLAIM_BATCH: must not exceed WORKER_CLAIM_LIMIT")
     values.setdefault("worker_id", _default_worker_id())
     return Settings(**values)

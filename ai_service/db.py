@@ -16,14 +16,18 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_engine(url: str, pool_size: int = 5, application_name: str = "ai-service") -> Engine:
-    """An engine whose pool survives a PostgreSQL restart: stale connections are detected by
-    pre-ping and replaced, so the process keeps serving once the database is back."""
+def make_engine(
+    url: str, pool_size: int = 5, application_name: str = "ai-service", pre_ping: bool = True
+) -> Engine:
+    """An engine whose pool survives a PostgreSQL restart. With pre_ping, a stale connection is
+    found and replaced before use, at the cost of a round trip per checkout. Without it, the
+    first statement after a restart fails (DatabaseUnavailable) and the pool drops every
+    connection older than that failure: right for a caller that retries anyway."""
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=5,
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, TextClause, and_, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 
 from ai_service.auth import Principal, hash_token, new_token
 from ai_service.errors import (
@@ -129,24 +133,24 @@ JOIN jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(owner_service text, idempoten
   ON j.owner_service = k.owner_service AND j.idempotency_key = k.idempotency_key
 """)
 
-# The claim, in one statement and one round trip:
-# - caps/busy/full: per-model-profile concurrency caps, counting running jobs with a live lease;
+# The claim, in one statement and one round trip, in two shapes: with per-model-profile caps
+# and without. The uncapped shape is what most workers run, and it is kept small on purpose:
+# PostgreSQL plans it afresh on each call (a generic plan would not know the LIMIT or the
+# filters), and planning the capped shape costs more than running it.
 # - exhausted: expired leases with no attempts left fail instead of being handed out forever;
 # - expired + pending: candidates locked with SKIP LOCKED so concurrent claimers never wait for
 #   or share a row; expired leases (crashed workers) first, then priority, then oldest;
-# - chosen: at most the free capacity of each capped profile.
-_CLAIM_JOBS = text("""
-WITH caps AS (
-    SELECT key AS model_profile, value::int AS cap FROM jsonb_each_text(CAST(:caps AS jsonb))
-), busy AS (
-    SELECT j.model_profile, count(*) AS running
-    FROM jobs j JOIN caps c ON c.model_profile = j.model_profile
-    WHERE j.status = 'running' AND j.lease_expires_at > now()
-    GROUP BY j.model_profile
-), full_profiles AS (
-    SELECT c.model_profile FROM caps c LEFT JOIN busy b ON b.model_profile = c.model_profile
-    WHERE c.cap <= coalesce(b.running, 0)
-), exhausted AS (
+# - caps/busy/full_profiles/ranked (capped shape only): a profile's running jobs with a live
+#   lease count against its cap, and no more than the free capacity is chosen;
+# - claimed: one UPDATE ... RETURNING, each job with a fresh lease token, and its event.
+_CLAIM_FILTERS = """
+      AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
+      AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))"""
+
+_NOT_FULL = """
+      AND model_profile NOT IN (SELECT model_profile FROM full_profiles)"""
+
+_CLAIM_EXHAUSTED = """exhausted AS (
     UPDATE jobs SET status = 'failed', error_category = 'lease_expired',
         error_message = 'the worker holding the job stopped renewing its lease',
         finished_at = now(), updated_at = now(), lease_expires_at = NULL
@@ -157,25 +161,61 @@ WITH caps AS (
     RETURNING *
 ), exhausted_logged AS (
     INSERT INTO job_events ({columns}) {exhausted_events}
-), expired AS (
+)""".format(columns=_EVENT_COLUMNS, exhausted_events=_event_rows("exhausted", "'lease_expired'"))
+
+
+def _claim_candidates(extra_filter: str) -> str:
+    return f"""expired AS (
     SELECT id, model_profile, priority, created_at, 0 AS lane FROM jobs
     WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
-      AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
-      AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
-      AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
+      {_CLAIM_FILTERS}{extra_filter}
     ORDER BY lease_expires_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ), pending AS (
     SELECT id, model_profile, priority, created_at, 1 AS lane FROM jobs
     WHERE status = 'pending' AND run_after <= now()
-      AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
-      AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
-      AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
+      {_CLAIM_FILTERS}{extra_filter}
     ORDER BY priority DESC, created_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-), ranked AS (
+)"""
+
+
+def _claim_statement(choose: str) -> TextClause:
+    claimed_events = _event_rows(
+        "claimed", "CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END")
+    return text(f"""
+WITH {choose}, claimed AS (
+    UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        started_at = now(), updated_at = now()
+    FROM chosen WHERE jobs.id = chosen.id
+    RETURNING jobs.*, chosen.lane
+), claimed_logged AS (
+    INSERT INTO job_events ({_EVENT_COLUMNS}) {claimed_events}
+)
+SELECT * FROM claimed""")
+
+
+_CLAIM_JOBS = _claim_statement(f"""{_CLAIM_EXHAUSTED}, {_claim_candidates("")}, chosen AS (
+    SELECT id, lane FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
+    ORDER BY lane, priority DESC, created_at
+    LIMIT :limit
+)""")
+
+_CLAIM_CAPPED_JOBS = _claim_statement(f"""caps AS (
+    SELECT key AS model_profile, value::int AS cap FROM jsonb_each_text(CAST(:caps AS jsonb))
+), busy AS (
+    SELECT j.model_profile, count(*) AS running
+    FROM jobs j JOIN caps c ON c.model_profile = j.model_profile
+    WHERE j.status = 'running' AND j.lease_expires_at > now()
+    GROUP BY j.model_profile
+), full_profiles AS (
+    SELECT c.model_profile FROM caps c LEFT JOIN busy b ON b.model_profile = c.model_profile
+    WHERE c.cap <= coalesce(b.running, 0)
+), {_CLAIM_EXHAUSTED}, {_claim_candidates(_NOT_FULL)}, ranked AS (
     SELECT u.*, row_number() OVER (
         PARTITION BY u.model_profile ORDER BY u.lane, u.priority DESC, u.created_at) AS nth
     FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
@@ -186,23 +226,7 @@ WITH caps AS (
     WHERE c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0)
     ORDER BY r.lane, r.priority DESC, r.created_at
     LIMIT :limit
-), claimed AS (
-    UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
-        lease_token = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => :lease_seconds),
-        started_at = now(), updated_at = now()
-    FROM chosen WHERE jobs.id = chosen.id
-    RETURNING jobs.*, chosen.lane
-), claimed_logged AS (
-    INSERT INTO job_events ({columns}) {claimed_events}
-)
-SELECT * FROM claimed
-""".format(
-    columns=_EVENT_COLUMNS,
-    exhausted_events=_event_rows("exhausted", "'lease_expired'"),
-    claimed_events=_event_rows(
-        "claimed", "CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END"),
-))
+)""")
 
 # Capped profiles are claimed one claimer at a time: the cap counts committed running jobs, so
 # two concurrent claims could otherwise both see room for the last slot.
@@ -216,15 +240,25 @@ _IN_SCOPE = "(CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope 
 
 _HELD = "id = :id AND status = 'running' AND lease_token = :lease_token AND worker_id = :worker_id"
 
-# Completes many jobs of one worker in one statement: results that finish together are written
-# together, and each is still guarded by its own lease token.
-_COMPLETE_JOBS = _logged("""
+
+def _complete_jobs(returning: str) -> TextClause:
+    """Completes many jobs of one worker in one statement: results that finish together are
+    written together, and each is still guarded by its own lease token."""
+    return _logged(f"""
 UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
     updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
 FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
 WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
   AND jobs.status = 'running' AND jobs.worker_id = :worker_id
-RETURNING jobs.*""", "'completed'")
+RETURNING {returning}""", "'completed'")
+
+
+_COMPLETE_JOBS = _complete_jobs("jobs.*")
+# The worker's batches: what its metrics, its log lines and the event row need, without reading
+# back the input and the result it has just sent.
+_COMPLETE_JOBS_BRIEF = _complete_jobs(
+    "jobs.id, jobs.task_type, jobs.model_profile, jobs.status, jobs.worker_id, jobs.attempts, "
+    "jobs.error_category, jobs.error_message")
 
 _BACKOFF = (
     "make_interval(secs => coalesce(CAST(:retry_after AS float8), "
@@ -398,6 +432,36 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+_PSYCOPG = postgresql_psycopg.dialect()
+
+
+@functools.cache
+def _driver_sql(statement: TextClause) -> str:
+    return str(statement.compile(dialect=_PSYCOPG))
+
+
+def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Row]:
+    """Run a statement on the driver's own cursor, rows straight into dicts. For the worker's
+    batch paths (claim, complete): SQLAlchemy rebuilds its result metadata for every textual
+    statement, which made up a third of a no-op job's CPU (bench/repository.py).
+
+    Faults are wrapped as SQLAlchemy wraps them. A lost connection means the server went away,
+    so, as SQLAlchemy does on its own path, the whole pool is replaced: every connection in it
+    predates the outage, and a worker without pre-ping would otherwise meet each one failing."""
+    dbapi_connection = conn.connection.dbapi_connection
+    try:
+        with dbapi_connection.cursor(row_factory=dict_row) as cursor:
+            return cursor.execute(_driver_sql(statement), params).fetchall()
+    except psycopg.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_connection, None)
+        if lost:
+            conn.invalidate(exc)
+            conn.engine.dispose()
+        raise sa_exc.DBAPIError.instance(
+            statement.text, params, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
+
+
 def _lease_params(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "lease_token": lease.lease_token, "worker_id": lease.worker_id}
 
@@ -406,13 +470,27 @@ class JobRepository:
     def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
         self.engine = engine
         self.policy = policy or RetryPolicy()
+        # The same pool, for work that is a single statement: PostgreSQL runs it as a
+        # transaction of its own, so BEGIN and COMMIT would only add two round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         """One transaction; database faults become DatabaseUnavailable or InvalidInput."""
+        with self._database_faults(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """For exactly one statement, which commits by itself: atomic all the same."""
+        with self._database_faults(), self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _database_faults(self) -> Iterator[None]:
+        """Database faults become DatabaseUnavailable or InvalidInput."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated or isinstance(
                 exc, sa_exc.OperationalError | sa_exc.InterfaceError
@@ -474,7 +552,7 @@ class JobRepository:
         query = select(jobs_table).where(jobs_table.c.id == job_id)
         if scope is not None:
             query = query.where(jobs_table.c.owner_service.in_(scope))
-        with self._transaction() as conn:
+        with self._statement() as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
@@ -485,7 +563,7 @@ class JobRepository:
         self.get_job(job_id, scope)
         query = (select(events_table).where(events_table.c.job_id == job_id)
                  .order_by(events_table.c.id))
-        with self._transaction() as conn:
+        with self._statement() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def list_jobs(
@@ -518,7 +596,7 @@ class JobRepository:
             select(jobs_table).where(and_(True, *filters))
             .order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
         )
-        with self._transaction() as conn:
+        with self._statement() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -592,12 +670,14 @@ class JobRepository:
             "worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds,
             "task_types": list(task_types) if task_types is not None else None,
             "profiles": list(model_profiles) if model_profiles is not None else None,
-            "caps": _dump(caps),
         }
-        with self._transaction() as conn:
-            if caps:
+        if caps:  # the lock and the capped claim in one transaction
+            with self._transaction() as conn:
                 conn.execute(_LOCK_PROFILES, {"profiles": sorted(caps)})
-            rows = [dict(r) for r in conn.execute(_CLAIM_JOBS, params).mappings()]
+                rows = _driver_rows(conn, _CLAIM_CAPPED_JOBS, {**params, "caps": _dump(caps)})
+        else:
+            with self._statement() as conn:
+                rows = _driver_rows(conn, _CLAIM_JOBS, params)
         for row in rows:
             del row["lane"]
         rows.sort(key=lambda r: (-r["priority"], r["created_at"]))
@@ -605,7 +685,7 @@ class JobRepository:
 
     def complete_job(self, lease: Lease, result: Any) -> Row:
         """Store one attempt's result; a lease that is not current is a conflict."""
-        done = self.complete_jobs(lease.worker_id, [(lease, result)])
+        done = self._complete(lease.worker_id, [(lease, result)], _COMPLETE_JOBS)
         if lease.job_id not in done:
             raise self._conflict(lease.job_id, "complete", lease)
         return done[lease.job_id]
@@ -613,17 +693,23 @@ class JobRepository:
     def complete_jobs(
         self, worker_id: str, results: Sequence[tuple[Lease, Any]]
     ) -> dict[uuid.UUID, Row]:
-        """Store many results of one worker in one statement. Returns the rows completed; a job
-        missing from the answer was no longer held by that lease."""
+        """Store many results of one worker in one statement. Returns the jobs completed (id,
+        task_type, model_profile, status, worker_id, attempts); a job missing from the answer
+        was no longer held by that lease."""
+        return self._complete(worker_id, results, _COMPLETE_JOBS_BRIEF)
+
+    def _complete(
+        self, worker_id: str, results: Sequence[tuple[Lease, Any]], statement: TextClause
+    ) -> dict[uuid.UUID, Row]:
         if not results:
             return {}
         items = _dump([
             {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
             for lease, result in results
         ])
-        with self._transaction() as conn:
-            rows = conn.execute(_COMPLETE_JOBS, {"worker_id": worker_id, "items": items})
-            return {row["id"]: dict(row) for row in rows.mappings()}
+        with self._statement() as conn:
+            rows = _driver_rows(conn, statement, {"worker_id": worker_id, "items": items})
+        return {row["id"]: row for row in rows}
 
     def fail_job(
         self,
@@ -658,7 +744,7 @@ class JobRepository:
         held; a job missing from the answer was cancelled, retried or reclaimed."""
         if not leases:
             return set()
-        with self._transaction() as conn:
+        with self._statement() as conn:
             rows = conn.execute(_HEARTBEAT_JOBS, {
                 "worker_id": worker_id, "lease_seconds": lease_seconds,
                 "ids": [lease.job_id for lease in leases],
@@ -699,7 +785,7 @@ class JobRepository:
 
     def prune_batch(self, older_than_seconds: float, batch_size: int = 500) -> int:
         """Delete one batch of jobs finished longer ago than that; returns how many."""
-        with self._transaction() as conn:
+        with self._statement() as conn:
             return conn.execute(
                 _PRUNE_BATCH, {"older_than": older_than_seconds, "batch_size": batch_size}
             ).rowcount
@@ -731,7 +817,7 @@ class JobRepository:
         return dict(row)
 
     def _change_held(self, lease: Lease, action: str, statement: Any, extra: dict) -> Row:
-        with self._transaction() as conn:
+        with self._statement() as conn:
             row = conn.execute(statement, {**_lease_params(lease), **extra}).mappings().first()
         if row is None:
             raise self._conflict(lease.job_id, action, lease)
@@ -754,6 +840,7 @@ class TokenRepository:
 
     def __init__(self, jobs: JobRepository) -> None:
         self._transaction = jobs._transaction
+        self._statement = jobs._statement
 
     def issue_token(self, name: str, role: str, owner_services: Sequence[str] = ()) -> str:
         """Make a token, store its hash, and return the token: the only time it is seen."""
@@ -787,6 +874,6 @@ class TokenRepository:
         query = select(c.name, c.role, c.owner_services).where(
             c.token_hash == token_hash, c.revoked_at.is_(None)
         )
-        with self._transaction() as conn:
+        with self._statement() as conn:
             row = conn.execute(query).first()
         return Principal(row.name, row.role, tuple(row.owner_services)) if row else None

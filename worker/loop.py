@@ -37,6 +37,9 @@ class WorkerConfig:
     shutdown_grace: float
     model_concurrency: dict[str, int] = field(default_factory=dict)
     listen_conninfo: str | None = None  # libpq URL to LISTEN for new jobs; None: poll only
+    # Jobs per claim. Above 1, a busy worker waits until that many slots are free (for at most
+    # one poll interval), so short jobs are claimed in full batches, one round trip each.
+    claim_batch: int = 1
 
 
 @dataclass
@@ -72,7 +75,8 @@ class Worker:
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
                                            daemon=True)
-        self._results = ResultWriter(repository, config.worker_id, self.hard_stop)
+        self._results = ResultWriter(repository, config.worker_id, self.hard_stop,
+                                     self._free_slots, config.claim_batch)
 
     # ----- control ----------------------------------------------------------------------------
 
@@ -104,29 +108,42 @@ class Worker:
             NotifyListener(self.config.listen_conninfo, self.wake, self.hard_stop,
                            self.config.poll_interval).start()
         backoff = Backoff()
+        last_claim = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            try:
-                claimed = self._claim()
-                backoff.reset()
-            except DatabaseUnavailable:
-                delay = backoff.next()
-                log.warning("database unavailable while claiming; retrying in %.1fs", delay)
-                self.stopping.wait(delay)
-                continue
-            if claimed and self.running_count() < self.config.concurrency:
-                continue  # there was work and there is room: claim again at once
-            self.wake.wait(self.config.poll_interval)
+            size, wait = self._claim_size(time.monotonic() - last_claim)
+            if size:
+                last_claim = time.monotonic()
+                try:
+                    claimed = self._claim(size)
+                    backoff.reset()
+                except DatabaseUnavailable:
+                    delay = backoff.next()
+                    log.warning("database unavailable while claiming; retrying in %.1fs", delay)
+                    self.stopping.wait(delay)
+                    continue
+                if claimed == size:
+                    continue  # the queue may hold more: see at once whether there is room
+            self.wake.wait(wait)
         self._drain()
 
     # ----- claiming and running ---------------------------------------------------------------
 
-    def _claim(self) -> int:
+    def _claim_size(self, since_last_claim: float) -> tuple[int, float]:
+        """How many jobs to claim now (0: none), and how long to wait when none. A partial
+        batch is claimed once a poll interval has passed without a claim."""
         free = self.config.concurrency - self.running_count()
+        batch = self.config.claim_batch
+        poll = self.config.poll_interval
         if free <= 0 or not self.runners:
-            return 0
+            return 0, poll
+        if free >= batch or since_last_claim >= poll:
+            return min(free, batch), poll
+        return 0, poll - since_last_claim
+
+    def _claim(self, size: int) -> int:
         jobs = self.repository.claim_jobs(
-            self.config.worker_id, free,
+            self.config.worker_id, size,
             lease_seconds=self.config.lease_seconds,
             task_types=self.task_types, model_profiles=self.model_profiles,
             model_concurrency=self.config.model_concurrency,
@@ -147,19 +164,24 @@ class Worker:
         self._pool.submit(self._execute, running)
 
     def _execute(self, running: RunningJob) -> None:
-        try:
-            outcome = self._run_safely(running)
-            with self._lock:
-                if running.lost or isinstance(outcome, Abandoned):
-                    log.info("job %s dropped: no longer held by this worker",
-                             running.lease.job_id, extra=job_context(running.job))
-                    return
-                running.storing = True
-            self._results.store(running.lease, outcome)
-        finally:
-            with self._lock:
-                self._running.pop(running.lease.job_id, None)
-            self.wake.set()
+        """Run one job on a pool thread and hand its outcome to the result writer; the job keeps
+        its slot until the outcome is written (see _free_slots)."""
+        outcome = self._run_safely(running)
+        with self._lock:
+            dropped = running.lost or isinstance(outcome, Abandoned)
+            running.storing = not dropped
+        if dropped:
+            log.info("job %s dropped: no longer held by this worker",
+                     running.lease.job_id, extra=job_context(running.job))
+            self._free_slots([running.lease])
+        else:
+            self._results.put(running.lease, outcome)
+
+    def _free_slots(self, leases: list[Lease]) -> None:
+        with self._lock:
+            for lease in leases:
+                self._running.pop(lease.job_id, None)
+        self.wake.set()
 
     def _run_safely(self, running: RunningJob) -> Outcome:
         job = running.job

@@ -42,6 +42,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         worker_id=settings.worker_id,
         concurrency=settings.worker_claim_limit,
+        claim_batch=settings.worker_claim_batch,
         poll_interval=settings.worker_poll_interval,
         lease_seconds=settings.worker_lease,
         shutdown_grace=settings.worker_shutdown_grace,
@@ -65,9 +66,11 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
-    # One connection per job slot plus the claim and heartbeat.
+    # One connection per job slot plus the claim and heartbeat. No pre-ping: every database
+    # call of the worker already retries through an outage, so a round trip per call is spared.
     pool = max(settings.db_pool_size, settings.worker_claim_limit + 2)
-    repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker")
+    repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker",
+                                 pre_ping=False)
     worker = Worker(repository, build_runners(settings), worker_config(settings))
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)

@@ -1,6 +1,7 @@
 """Writes outcomes to PostgreSQL. Completions that finish together go out in one statement
 (PgQueuer's lesson: one commit per job is what caps a queue's throughput), and a job counts as
-done only once the statement holding its result has committed."""
+done only once the statement holding its result has committed: its slot is freed then, by the
+`on_written` callback, and not before."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ai_service import metrics
 from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
@@ -20,9 +22,10 @@ from worker.runners import Completed, Failed, Outcome
 log = logging.getLogger("worker")
 
 MAX_BATCH = 64
-# Seconds a result waits for others to share its commit. 0 measured best: results that finish
-# while a write is in flight share the next one anyway, and waiting only idles the slots.
-LINGER = 0.0
+# Seconds a result may wait for the rest of its claim batch to share its commit. Jobs claimed
+# together and quick to run finish within microseconds of each other; a result whose batch
+# mates are slow goes out alone after this.
+LINGER = 0.002
 
 
 def _lease_context(lease: Lease) -> dict[str, object]:
@@ -33,28 +36,27 @@ def _lease_context(lease: Lease) -> dict[str, object]:
 class _Result:
     lease: Lease
     outcome: Outcome
-    written: threading.Event = field(default_factory=threading.Event)
     stored: bool = False
 
 
 class ResultWriter:
     def __init__(self, repository: JobRepository, worker_id: str, give_up: threading.Event,
-                 max_batch: int = MAX_BATCH, linger: float = LINGER) -> None:
+                 on_written: Callable[[list[Lease]], None], claim_batch: int = 1,
+                 linger: float = LINGER) -> None:
         self.repository = repository
         self.worker_id = worker_id
         self.give_up = give_up  # set at hard stop: stop retrying through a database outage
-        self.max_batch = max_batch
+        self.on_written = on_written  # each batch's leases, once durable or refused
+        self.claim_batch = claim_batch  # how many results to wait for, at most `linger`
         self.linger = linger
         self._queue: queue.SimpleQueue[_Result | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="results", daemon=True)
         self._thread.start()
 
-    def store(self, lease: Lease, outcome: Outcome) -> bool:
-        """Block until the outcome is durable (True) or refused as no longer ours (False)."""
-        result = _Result(lease, outcome)
-        self._queue.put(result)
-        result.written.wait()
-        return result.stored
+    def put(self, lease: Lease, outcome: Outcome) -> None:
+        """Queue an outcome; on_written reports it once it is durable or refused as no longer
+        ours. The calling thread is free at once."""
+        self._queue.put(_Result(lease, outcome))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -65,18 +67,25 @@ class ResultWriter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            deadline = time.monotonic() + self.linger
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # close after this batch
-                    break
-                batch.append(item)
+            batch = self._gather(first)
             self._write(batch)
+
+    def _gather(self, first: _Result) -> list[_Result]:
+        """The first result and those that join it: up to a claim batch within the linger,
+        then whatever else is already waiting."""
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < MAX_BATCH:
+            wait = deadline - time.monotonic() if len(batch) < self.claim_batch else 0.0
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # close after this batch
+                break
+            batch.append(item)
+        return batch
 
     def _write(self, batch: list[_Result]) -> None:
         completions = [r for r in batch if isinstance(r.outcome, Completed)]
@@ -85,7 +94,7 @@ class ResultWriter:
         for result in batch:
             if isinstance(result.outcome, Failed):
                 self._retrying(lambda r=result: self._fail(r))
-            result.written.set()
+        self.on_written([r.lease for r in batch])
 
     def _complete(self, results: list[_Result]) -> None:
         done = self.repository.complete_jobs(

@@ -46,3 +46,12 @@ def expire_lease(repo: JobRepository, job_id: Any) -> None:
 def count_jobs(repo: JobRepository) -> int:
     with repo.engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+
+
+def statement_sizes(repo: JobRepository, event: str) -> list[int]:
+    """How many jobs each statement took through `event`, oldest first: the events one
+    statement writes share its transaction's now()."""
+    with repo.engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT count(*) FROM job_events WHERE event = :event GROUP BY at ORDER BY at"
+        ), {"event": event}).scalars())

@@ -6,15 +6,18 @@ import socket
 import time
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 from sqlalchemy import text
 
 from ai_service import db
+from ai_service.app import make_repository
 from ai_service.config import Settings
+from ai_service.errors import DatabaseUnavailable
 from ai_service.localpg import LocalCluster, free_port
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
-from tests.integration.helpers import job_body
+from tests.integration.helpers import job_body, lease_of, new_job
 from tests.support.fake_llm import FakeLLMServer
 
 SECRET = "sk-test-secret-key-123"
@@ -112,3 +115,27 @@ def test_database_outage_is_503_json_and_service_recovers_without_restart(
     own_cluster.start()
     assert client.post("/api/v1/jobs", json=job_body()).status_code == 201
     assert client.get("/readyz").status_code == 200
+
+
+def test_without_pre_ping_a_database_restart_costs_the_worker_one_failed_call(
+    own_cluster: LocalCluster,
+) -> None:
+    own_cluster.create_database("restart")
+    url = own_cluster.url("restart")
+    db.migrate(url)
+    repo = make_repository(make_settings(url), "worker-test", pre_ping=False)
+    try:
+        repo.create_jobs([new_job() for _ in range(5)])
+        pooled = [repo.engine.connect() for _ in range(4)]  # the pool holds four connections
+        for conn in pooled:
+            conn.close()
+        [held] = repo.claim_jobs("w", 1, lease_seconds=60)
+
+        own_cluster.stop(mode="immediate")
+        own_cluster.start()
+        with pytest.raises(DatabaseUnavailable):
+            repo.claim_jobs("w", 1, lease_seconds=60)
+        assert len(repo.claim_jobs("w", 2, lease_seconds=60)) == 2
+        assert list(repo.complete_jobs("w", [(lease_of(held), {"ok": True})])) == [held["id"]]
+    finally:
+        repo.engine.dispose()

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from ai_service.app import make_repository
-from ai_service.repository import JobRepository, RetryPolicy
+from ai_service.repository import JobRepository, Lease, RetryPolicy
 from tests.conftest import make_settings
-from tests.integration.helpers import new_job
+from tests.integration.helpers import lease_of, new_job, statement_sizes
 from tests.support.fake_llm import FakeLLMServer
 from worker.loop import Worker
 from worker.main import build_runners, worker_config
+from worker.results import ResultWriter
+from worker.runners import Completed
 
 SECRET = "sk-test-secret-key-123"
 FINISHED = ("completed", "failed")
@@ -183,6 +185,47 @@ def test_slots_are_refilled_as_they_free_up_not_batch_by_batch(
         assert w.wait_finished(job_id, timeout=2.5)["status"] == "completed"
     assert w.repo.get_job(slow)["status"] == "running"
     assert w.wait_finished(slow)["status"] == "completed"
+
+
+def test_a_busy_worker_claims_full_batches(
+    start_worker: Callable[..., RunningWorker], repo: JobRepository
+) -> None:
+    repo.create_jobs([new_job(input={"user": f"[[latency:50]] {i}"}) for i in range(12)])
+    w = start_worker(WORKER_CLAIM_LIMIT="4", WORKER_CLAIM_BATCH="2", WORKER_POLL_INTERVAL="30s")
+    deadline = time.monotonic() + 10
+    while sum(statement_sizes(repo, "completed")) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert statement_sizes(repo, "claimed") == [2] * 6
+    w.stop()
+
+
+def test_a_partial_batch_is_claimed_once_a_poll_interval_has_passed(
+    start_worker: Callable[..., RunningWorker], repo: JobRepository
+) -> None:
+    ids = [job["id"] for job, _ in repo.create_jobs(
+        [new_job(input={"user": f"[[latency:5000]] {i}"}) for i in range(3)])]
+    w = start_worker(WORKER_CLAIM_LIMIT="3", WORKER_CLAIM_BATCH="2", WORKER_POLL_INTERVAL="400ms",
+                     LLM_TIMEOUT="10s", WORKER_SHUTDOWN_GRACE="0s")
+    for job_id in ids:
+        w.wait_for(job_id, lambda j: j["status"] == "running", timeout=5)
+    first, partial = sorted({row["started_at"] for row in map(repo.get_job, ids)})
+    assert statement_sizes(repo, "claimed") == [2, 1]
+    assert (partial - first).total_seconds() >= 0.35
+    w.stop()
+
+
+def test_results_that_finish_together_are_written_in_one_statement(repo: JobRepository) -> None:
+    repo.create_jobs([new_job() for _ in range(4)])
+    claimed = repo.claim_jobs("test-worker", 4, lease_seconds=60)
+    written: list[list[Lease]] = []
+    writer = ResultWriter(repo, "test-worker", threading.Event(), written.append, claim_batch=4,
+                          linger=1.0)
+    for job in claimed:  # finishing a little apart, as runners on different threads do
+        writer.put(lease_of(job), Completed({"content": "ok"}))
+        time.sleep(0.01)
+    writer.close()
+    assert statement_sizes(repo, "completed") == [4]
+    assert [len(leases) for leases in written] == [4]
 
 
 def test_a_cancelled_job_is_abandoned_mid_request_and_its_slot_freed(

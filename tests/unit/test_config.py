@@ -67,6 +67,7 @@ def test_the_api_key_never_shows_in_the_settings_repr() -> None:
         ({**BASE, "HTTP_PORT": "70000"}, "HTTP_PORT:"),
         ({**BASE, "LLM_TIMEOUT": "5 minutes"}, "LLM_TIMEOUT: not a duration"),
         ({**BASE, "WORKER_CLAIM_LIMIT": "0"}, "WORKER_CLAIM_LIMIT: must be > 0"),
+        ({**BASE, "WORKER_CLAIM_BATCH": "5"}, "WORKER_CLAIM_BATCH: must not exceed"),
         ({**BASE, "MIGRATE_ON_START": "maybe"}, "MIGRATE_ON_START: not a boolean"),
         ({**BASE, "LLM_BASE_URL": "llm:8000"}, "LLM_BASE_URL: not an http(s) URL"),
         ({**BASE, "MODEL_CONCURRENCY": "qwen=0"}, "MODEL_CONCURRENCY:"),
