@@ -134,9 +134,10 @@ JOIN jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(owner_service text, idempoten
 """)
 
 # The claim, in one statement and one round trip, in two shapes: with per-model-profile caps
-# and without. The uncapped shape is what most workers run, and it is kept small on purpose:
-# PostgreSQL plans it afresh on each call (a generic plan would not know the LIMIT or the
-# filters), and planning the capped shape costs more than running it.
+# and without, which is what most workers run and is kept small. The LIMIT is written into the
+# statement rather than bound: knowing it, PostgreSQL settles on one generic plan for the
+# prepared claim, where with a bound LIMIT it planned every call afresh, and planning cost more
+# than running (0.32 vs 0.31 ms for a claim of 10).
 # - exhausted: expired leases with no attempts left fail instead of being handed out forever;
 # - expired + pending: candidates locked with SKIP LOCKED so concurrent claimers never wait for
 #   or share a row; expired leases (crashed workers) first, then priority, then oldest;
@@ -170,22 +171,22 @@ def _claim_candidates(extra_filter: str) -> str:
     WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
       {_CLAIM_FILTERS}{extra_filter}
     ORDER BY lease_expires_at
-    LIMIT :limit
+    LIMIT {{limit}}
     FOR UPDATE SKIP LOCKED
 ), pending AS (
     SELECT id, model_profile, priority, created_at, 1 AS lane FROM jobs
     WHERE status = 'pending' AND run_after <= now()
       {_CLAIM_FILTERS}{extra_filter}
     ORDER BY priority DESC, created_at
-    LIMIT :limit
+    LIMIT {{limit}}
     FOR UPDATE SKIP LOCKED
 )"""
 
 
-def _claim_statement(choose: str) -> TextClause:
+def _claim_sql(choose: str) -> str:
     claimed_events = _event_rows(
         "claimed", "CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END")
-    return text(f"""
+    return f"""
 WITH {choose}, claimed AS (
     UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, worker_id = :worker_id,
         lease_token = gen_random_uuid(),
@@ -196,16 +197,16 @@ WITH {choose}, claimed AS (
 ), claimed_logged AS (
     INSERT INTO job_events ({_EVENT_COLUMNS}) {claimed_events}
 )
-SELECT * FROM claimed""")
+SELECT * FROM claimed"""
 
 
-_CLAIM_JOBS = _claim_statement(f"""{_CLAIM_EXHAUSTED}, {_claim_candidates("")}, chosen AS (
+_CLAIM_SQL = _claim_sql(f"""{_CLAIM_EXHAUSTED}, {_claim_candidates("")}, chosen AS (
     SELECT id, lane FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
     ORDER BY lane, priority DESC, created_at
-    LIMIT :limit
+    LIMIT {{limit}}
 )""")
 
-_CLAIM_CAPPED_JOBS = _claim_statement(f"""caps AS (
+_CLAIM_CAPPED_SQL = _claim_sql(f"""caps AS (
     SELECT key AS model_profile, value::int AS cap FROM jsonb_each_text(CAST(:caps AS jsonb))
 ), busy AS (
     SELECT j.model_profile, count(*) AS running
@@ -225,8 +226,15 @@ _CLAIM_CAPPED_JOBS = _claim_statement(f"""caps AS (
     LEFT JOIN busy b ON b.model_profile = r.model_profile
     WHERE c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0)
     ORDER BY r.lane, r.priority DESC, r.created_at
-    LIMIT :limit
+    LIMIT {{limit}}
 )""")
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_statement(limit: int, capped: bool) -> TextClause:
+    """The claim of up to `limit` jobs, with the LIMIT written in (see above)."""
+    sql = _CLAIM_CAPPED_SQL if capped else _CLAIM_SQL
+    return text(sql.replace("{limit}", str(int(limit))))
 
 # Capped profiles are claimed one claimer at a time: the cap counts committed running jobs, so
 # two concurrent claims could otherwise both see room for the last slot.
@@ -667,17 +675,18 @@ class JobRepository:
             if model_profiles is None or p in model_profiles
         }
         params = {
-            "worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds,
+            "worker_id": worker_id, "lease_seconds": lease_seconds,
             "task_types": list(task_types) if task_types is not None else None,
             "profiles": list(model_profiles) if model_profiles is not None else None,
         }
         if caps:  # the lock and the capped claim in one transaction
             with self._transaction() as conn:
                 conn.execute(_LOCK_PROFILES, {"profiles": sorted(caps)})
-                rows = _driver_rows(conn, _CLAIM_CAPPED_JOBS, {**params, "caps": _dump(caps)})
+                rows = _driver_rows(conn, _claim_statement(limit, capped=True),
+                                    {**params, "caps": _dump(caps)})
         else:
             with self._statement() as conn:
-                rows = _driver_rows(conn, _CLAIM_JOBS, params)
+                rows = _driver_rows(conn, _claim_statement(limit, capped=False), params)
         for row in rows:
             del row["lane"]
         rows.sort(key=lambda r: (-r["priority"], r["created_at"]))
