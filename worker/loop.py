@@ -1,8 +1,9 @@
 """The worker loop: claim, run, heartbeat, shut down. Runners do the work; this decides when to
 claim, keeps leases alive, stores outcomes, and gives back what it cannot finish.
 
-Threads: the main thread claims and waits; a pool of WORKER_CLAIM_LIMIT threads runs jobs and
-stores their outcomes; one thread renews leases; an optional one LISTENs for new jobs.
+Threads: the main thread claims and waits; a pool of WORKER_CLAIM_LIMIT threads runs jobs; one
+writes their outcomes in batches and frees their slots (worker/results.py); one renews leases;
+an optional one LISTENs for new jobs.
 """
 
 from __future__ import annotations

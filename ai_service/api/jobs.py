@@ -91,7 +91,7 @@ class JobBatch(MethodView):
                 f"a batch holds at most {limit} jobs",
                 {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
             )
-        created = repository().create_jobs([NewJob(**item) for item in items])
+        created = repository().create_jobs([NewJob(**item) for item in items], brief=True)
         metrics.record_created(created)
         jobs = [{**job, "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}
