@@ -9,7 +9,7 @@ server whichever process answers it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -107,13 +107,25 @@ def record_created(created: list[tuple[dict, bool]]) -> None:
             JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
 
 
-def record_claimed(jobs: list[dict], now_epoch: float) -> None:
+def _by_labels(jobs: Iterable[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Jobs grouped by (task_type, model_profile): one label lookup per group, not per job."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for job in jobs:
-        labels = (job["task_type"], job["model_profile"])
-        JOBS_CLAIMED.labels(*labels).inc()
-        JOB_QUEUE_WAIT_SECONDS.labels(*labels).observe(
-            max(0.0, now_epoch - job["run_after"].timestamp())
-        )
+        groups.setdefault((job["task_type"], job["model_profile"]), []).append(job)
+    return groups
+
+
+def record_claimed(jobs: list[dict], now_epoch: float) -> None:
+    for labels, group in _by_labels(jobs).items():
+        JOBS_CLAIMED.labels(*labels).inc(len(group))
+        waited = JOB_QUEUE_WAIT_SECONDS.labels(*labels)
+        for job in group:
+            waited.observe(max(0.0, now_epoch - job["run_after"].timestamp()))
+
+
+def record_completed(jobs: Iterable[dict]) -> None:
+    for labels, group in _by_labels(jobs).items():
+        JOBS_COMPLETED.labels(*labels).inc(len(group))
 
 
 def record_finished(job: dict, category: str | None = None) -> None:

@@ -9,11 +9,11 @@ an optional one LISTENs for new jobs.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,11 @@ class Worker:
         self.wake = threading.Event()  # new work may be there, or a slot freed, or stop asked
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
         self.hard_stop = threading.Event()  # give back at once
-        self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
+        # One thread per slot, fed through a queue: a job costs one hand-over, where an
+        # executor adds a future and its bookkeeping to every job.
+        self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._slots = [threading.Thread(target=self._slot, name=f"job-{n}", daemon=True)
+                       for n in range(config.concurrency)]
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
                                            daemon=True)
         self._results = ResultWriter(repository, config.worker_id, self.hard_stop,
@@ -105,6 +109,8 @@ class Worker:
                  self.config.worker_id, self.task_types, self.model_profiles,
                  self.config.concurrency)
         self._heartbeat.start()
+        for slot in self._slots:
+            slot.start()
         if self.config.listen_conninfo and self.runners:
             NotifyListener(self.config.listen_conninfo, self.wake, self.hard_stop,
                            self.config.poll_interval).start()
@@ -162,11 +168,23 @@ class Worker:
             self._running[job["id"]] = running
         log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"],
                  extra=job_context(job))
-        self._pool.submit(self._execute, running)
+        self._jobs.put(running)
+
+    def _slot(self) -> None:
+        while (running := self._jobs.get()) is not None:
+            try:
+                self._execute(running)
+            except Exception:  # a bug here must not cost the slot its thread, or the job
+                log.exception("job %s: the worker failed around the runner",
+                              running.lease.job_id, extra=job_context(running.job))
+                self._free_slots([running.lease])
 
     def _execute(self, running: RunningJob) -> None:
         """Run one job on a pool thread and hand its outcome to the result writer; the job keeps
         its slot until the outcome is written (see _free_slots)."""
+        if running.lost:  # given back before a slot thread took it
+            self._free_slots([running.lease])
+            return
         outcome = self._run_safely(running)
         with self._lock:
             dropped = running.lost or isinstance(outcome, Abandoned)
@@ -243,7 +261,11 @@ class Worker:
             self.wake.clear()
         self._give_back()
         self.hard_stop.set()  # stops the heartbeat thread
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for _ in self._slots:
+            self._jobs.put(None)
+        for slot in self._slots:
+            if slot.is_alive():
+                slot.join()
         self._results.close()
         log.info("worker %s stopped", self.config.worker_id)
 

@@ -100,11 +100,11 @@ class ResultWriter:
         done = self.repository.complete_jobs(
             self.worker_id, [(r.lease, r.outcome.result) for r in results]  # type: ignore[union-attr]
         )
+        metrics.record_completed(done.values())
         for result in results:
             result.stored = result.lease.job_id in done
             if result.stored:
                 job = done[result.lease.job_id]
-                metrics.record_finished(job)
                 log.info("job %s completed", job["id"], extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",
