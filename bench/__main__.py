@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import (
     claim_latency,
+    competitors,
     floor,
     http_api,
     load,
@@ -29,6 +30,7 @@ from bench.common import print_table, throwaway_postgres
 BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "floor": floor.run,
     "repository": repository.run,
+    "competitors": competitors.run,
     "http": http_api.run,
     "claim_latency": claim_latency.run,
     "worker": worker_throughput.run,
@@ -45,6 +47,33 @@ def machine() -> dict[str, object]:
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
+
+
+def _queue_checks(results: dict[str, Any]) -> list[tuple[str, Callable[[], float], str, float]]:
+    """The worker loop against PgQueuer at each batch size, and its best against
+    procrastinate's best (procrastinate has no batch), each with 1 and 4 processes."""
+    def rate(bench: str, **match: Any) -> float:
+        return _find(results[bench], **match)["jobs_per_s"]
+
+    def best(bench: str, processes: int, **match: Any) -> float:
+        return max(r["jobs_per_s"] for r in results[bench]
+                   if r["processes"] == processes and all(r.get(k) == v for k, v in match.items()))
+
+    loop = "worker loop, no-op runner"
+    checks: list[tuple[str, Callable[[], float], str, float]] = []
+    for processes in repository.PROCESSES:
+        for batch in repository.BATCHES:
+            checks.append((
+                f"worker loop vs PgQueuer, {processes} process(es), batch {batch}",
+                lambda p=processes, b=batch: rate("repository", measure=loop, processes=p, batch=b)
+                / rate("competitors", library="pgqueuer", processes=p, batch=b),
+                ">=", 1.0))
+        checks.append((
+            f"worker loop vs procrastinate, best of each, {processes} process(es)",
+            lambda p=processes: best("repository", p, measure=loop)
+            / best("competitors", p, library="procrastinate"),
+            ">=", 5.0))
+    return checks
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -64,11 +93,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
          lambda: results["soak"][-1]["claim_p50_ms"] / results["soak"][0]["claim_p50_ms"],
          "<=", 1.2),
     ]
+    checks += _queue_checks(results)
     rows = []
     for name, ratio, op, bound in checks:
         try:
             value = round(ratio(), 3)
-        except (KeyError, IndexError, StopIteration):
+        except (KeyError, IndexError, StopIteration, ValueError):
             continue  # that benchmark was not run (--only)
         met = value >= bound if op == ">=" else value <= bound
         rows.append({"target": name, "ratio": value, "bound": f"{op} {bound}",

@@ -3,15 +3,17 @@ worker processes, and a table printer."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -107,6 +109,20 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
     env.update({"DATABASE_URL": database_url, "MIGRATE_ON_START": "false",
                 "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **extra})
     return env
+
+
+def start_together(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
+    """One spawned process per args tuple, each called as target(*args, ready). A process
+    sets itself up (imports, connections), then waits on `ready`; this returns when all are
+    waiting, releasing them at once, so no process starts on the queue while another is still
+    importing on the same cores."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Barrier(len(args) + 1)
+    procs = [ctx.Process(target=target, args=(*a, ready)) for a in args]
+    for proc in procs:
+        proc.start()
+    ready.wait(timeout=120)
+    return procs
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
