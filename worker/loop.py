@@ -120,7 +120,6 @@ class Worker:
             self.wake.clear()
             size, wait = self._claim_size(time.monotonic() - last_claim)
             if size:
-                last_claim = time.monotonic()
                 try:
                     claimed = self._claim(size)
                     backoff.reset()
@@ -129,6 +128,8 @@ class Worker:
                     log.warning("database unavailable while claiming; retrying in %.1fs", delay)
                     self.stopping.wait(delay)
                     continue
+                finally:
+                    last_claim = time.monotonic()  # when the queue was last looked at
                 if claimed == size:
                     continue  # the queue may hold more: see at once whether there is room
             self.wake.wait(wait)
