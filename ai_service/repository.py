@@ -454,9 +454,11 @@ def _dump(value: Any) -> str:
 _PSYCOPG = postgresql_psycopg.dialect()
 
 
-@functools.cache
-def _driver_sql(statement: TextClause) -> str:
-    return str(statement.compile(dialect=_PSYCOPG))
+@functools.lru_cache(maxsize=1024)
+def _driver_sql(sql: str) -> str:
+    """Our textual SQL (`:name` parameters) as psycopg takes it (`%(name)s`), by its text, so
+    equal statements share one entry."""
+    return str(text(sql).compile(dialect=_PSYCOPG))
 
 
 def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Row]:
@@ -471,7 +473,7 @@ def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]
     dbapi_connection = conn.connection.dbapi_connection
     try:
         with dbapi_connection.cursor(row_factory=dict_row) as cursor:
-            return cursor.execute(_driver_sql(statement), params).fetchall()
+            return cursor.execute(_driver_sql(statement.text), params).fetchall()
     except psycopg.Error as exc:
         lost = conn.dialect.is_disconnect(exc, dbapi_connection, None)
         if lost:

@@ -36,7 +36,6 @@ def _lease_context(lease: Lease) -> dict[str, object]:
 class _Result:
     lease: Lease
     outcome: Outcome
-    stored: bool = False
 
 
 class ResultWriter:
@@ -102,9 +101,8 @@ class ResultWriter:
         )
         metrics.record_completed(done.values())
         for result in results:
-            result.stored = result.lease.job_id in done
-            if result.stored:
-                job = done[result.lease.job_id]
+            job = done.get(result.lease.job_id)
+            if job is not None:
                 log.info("job %s completed", job["id"], extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",
@@ -125,7 +123,6 @@ class ResultWriter:
             log.warning("job %s outcome not stored: %s", lease.job_id, exc,
                         extra=_lease_context(lease))
             return
-        result.stored = True
         metrics.record_finished(job, outcome.category)
         log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
                  job["status"], extra={**job_context(job), "error_category": outcome.category})
