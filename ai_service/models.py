@@ -11,7 +11,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
-    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -129,14 +128,14 @@ ROLES = ("caller", "worker", "admin")
 
 
 class JobEvent(Base):
-    """The audit trail: one row per status transition, written in the transition's statement."""
+    """The audit trail: one row per status transition, written in the transition's statement.
+    No foreign key to jobs: events are written only from the rows their statement changed and
+    removed with their job by prune (migration 0005 says what the key cost)."""
 
     __tablename__ = "job_events"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE")
-    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     event: Mapped[str] = mapped_column(String(EVENT_MAX))
     status: Mapped[str] = mapped_column(String(16))

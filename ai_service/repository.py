@@ -347,7 +347,8 @@ RETURNING *""", "'retried'")
 
 # Retention: one small batch of old finished jobs per transaction. Claims lock only pending and
 # running rows, and SKIP LOCKED leaves alone a finished job someone is retrying right now, so
-# pruning never makes a claim wait. Events go with their job (ON DELETE CASCADE).
+# pruning never makes a claim wait. Events go with their job, in the same statement: a job
+# locked here gets no new event, since only a statement that changes the job writes one.
 _PRUNE_BATCH = text("""
 WITH doomed AS (
     SELECT id FROM jobs
@@ -356,6 +357,8 @@ WITH doomed AS (
     ORDER BY finished_at
     LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
+), events AS (
+    DELETE FROM job_events USING doomed WHERE job_events.job_id = doomed.id
 )
 DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
 """)
