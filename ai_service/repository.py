@@ -12,7 +12,7 @@ import binascii
 import functools
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -464,27 +464,36 @@ def _driver_sql(sql: str) -> str:
     return str(text(sql).compile(dialect=_PSYCOPG))
 
 
-def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Row]:
-    """Run a statement on the driver's own cursor, rows straight into dicts. For the batch
-    paths (create, claim, complete): SQLAlchemy rebuilds its result metadata for every textual
-    statement and then each row is copied into a dict, a third of a no-op job's CPU in the
-    worker (bench/repository.py) and 17 ms of a 1,000-job batch create.
-
-    Faults are wrapped as SQLAlchemy wraps them. A lost connection means the server went away,
-    so, as SQLAlchemy does on its own path, the whole pool is replaced: every connection in it
-    predates the outage, and a worker without pre-ping would otherwise meet each one failing."""
-    dbapi_connection = conn.connection.dbapi_connection
+def _fetch(connection: psycopg.Connection, statement: TextClause, params: dict[str, Any],
+           engine: Engine, invalidate: Callable[[BaseException], None], *,
+           autocommit: bool = False) -> list[Row]:
+    """Run a statement on the driver's own cursor, rows straight into dicts, faults wrapped as
+    SQLAlchemy wraps them. A lost connection means the server went away: `invalidate` drops
+    this one and, as SQLAlchemy does on its own path, the whole pool is replaced, since every
+    connection in it predates the outage and a worker without pre-ping would otherwise meet
+    each one failing."""
     try:
-        with dbapi_connection.cursor(row_factory=dict_row) as cursor:
+        if autocommit:
+            connection.autocommit = True
+        with connection.cursor(row_factory=dict_row) as cursor:
             return cursor.execute(_driver_sql(statement.text), params).fetchall()
     except psycopg.Error as exc:
-        lost = conn.dialect.is_disconnect(exc, dbapi_connection, None)
+        lost = engine.dialect.is_disconnect(exc, connection, None)
         if lost:
-            conn.invalidate(exc)
-            conn.engine.dispose()
+            invalidate(exc)
+            engine.dispose()
         raise sa_exc.DBAPIError.instance(
             statement.text, params, exc, psycopg.Error, connection_invalidated=lost
         ) from exc
+
+
+def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Row]:
+    """A statement of a transaction, run on the driver's cursor. For the batch paths (create,
+    claim, complete): SQLAlchemy rebuilds its result metadata for every textual statement and
+    then each row is copied into a dict, a third of a no-op job's CPU in the worker
+    (bench/repository.py) and 17 ms of a 1,000-job batch create."""
+    return _fetch(conn.connection.dbapi_connection, statement, params, conn.engine,
+                  conn.invalidate)
 
 
 def _lease_params(lease: Lease) -> dict[str, Any]:
@@ -510,6 +519,30 @@ class JobRepository:
         """For exactly one statement, which commits by itself: atomic all the same."""
         with self._database_faults(), self._autocommit.connect() as conn:
             yield conn
+
+    def _autocommit_rows(self, statement: TextClause, params: dict[str, Any]) -> list[Row]:
+        """One statement that commits by itself, on a pooled connection the driver switches to
+        autocommit and back: the worker's claim and complete. A SQLAlchemy Connection around it,
+        with its isolation-level bookkeeping at checkout and checkin, cost a quarter of a
+        claim's client CPU; the pool still checks out, pings and recycles."""
+        with self._database_faults():
+            pooled = self.engine.raw_connection()
+            try:
+                return _fetch(pooled.driver_connection, statement, params, self.engine,
+                              pooled.invalidate, autocommit=True)
+            finally:
+                self._check_in(pooled)
+
+    @staticmethod
+    def _check_in(pooled: Any) -> None:
+        """Back to the pool as SQLAlchemy hands connections out (not in autocommit), or
+        discarded when that cannot be done."""
+        if pooled.is_valid:
+            try:
+                pooled.driver_connection.autocommit = False
+            except psycopg.Error as exc:
+                pooled.invalidate(exc)
+        pooled.close()
 
     @contextmanager
     def _database_faults(self) -> Iterator[None]:
@@ -706,8 +739,7 @@ class JobRepository:
                 rows = _driver_rows(conn, _claim_statement(limit, capped=True),
                                     {**params, "caps": _dump(caps)})
         else:
-            with self._statement() as conn:
-                rows = _driver_rows(conn, _claim_statement(limit, capped=False), params)
+            rows = self._autocommit_rows(_claim_statement(limit, capped=False), params)
         for row in rows:
             del row["lane"]
         rows.sort(key=lambda r: (-r["priority"], r["created_at"]))
@@ -737,8 +769,7 @@ class JobRepository:
             {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
             for lease, result in results
         ])
-        with self._statement() as conn:
-            rows = _driver_rows(conn, statement, {"worker_id": worker_id, "items": items})
+        rows = self._autocommit_rows(statement, {"worker_id": worker_id, "items": items})
         return {row["id"]: row for row in rows}
 
     def fail_job(

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from ai_service.errors import JobStateConflict
+from ai_service.errors import InvalidInput, JobStateConflict
 from ai_service.repository import JobRepository
-from tests.integration.helpers import claim_one, expire_lease, lease_of, new_job
+from tests.integration.helpers import claim_one, count_jobs, expire_lease, lease_of, new_job
 
 
 def test_claim_never_hands_a_job_to_two_workers(repo: JobRepository) -> None:
@@ -186,3 +186,21 @@ def test_claim_uses_the_partial_index(repo: JobRepository) -> None:
             "ORDER BY priority DESC, created_at LIMIT 10 FOR UPDATE SKIP LOCKED"
         )))
     assert "ix_jobs_claimable" in plan
+
+
+def test_claim_and_complete_give_their_connection_back_out_of_autocommit(
+    repo: JobRepository,
+) -> None:
+    """They switch a pooled connection to autocommit for one statement; a transaction that
+    gets the same connection next must still be a transaction, after a success and after the
+    database refused a value."""
+    repo.create_jobs([new_job()])
+    job = claim_one(repo)
+    with pytest.raises(InvalidInput):
+        repo.complete_jobs("w1", [(lease_of(job), {"text": "NUL \u0000 is not storable"})])
+    assert repo.engine.pool.checkedin() == 1  # the one connection all the calls above used
+    with repo.engine.connect() as conn:
+        assert conn.connection.driver_connection.autocommit is False
+        conn.execute(text("DELETE FROM jobs"))
+        conn.rollback()
+    assert count_jobs(repo) == 1
