@@ -66,9 +66,11 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
-    # One connection per job slot plus the claim and heartbeat. No pre-ping: every database
-    # call of the worker already retries through an outage, so a round trip per call is spared.
-    pool = max(settings.db_pool_size, settings.worker_claim_limit + 2)
+    # Job slots never touch the database (outcomes go through the result writer): the claim,
+    # the writer, the heartbeat and the give-back at shutdown need four connections at most.
+    # No pre-ping: every database call of the worker already retries through an outage, so a
+    # round trip per call is spared.
+    pool = max(settings.db_pool_size, 4)
     repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker",
                                  pre_ping=False)
     worker = Worker(repository, build_runners(settings), worker_config(settings))
