@@ -16,11 +16,11 @@ from typing import Any
 
 from bench import (
     claim_latency,
-    competitors,
     floor,
     http_api,
     load,
     memory,
+    queues,
     repository,
     soak,
     worker_throughput,
@@ -30,7 +30,7 @@ from bench.common import print_table, throwaway_postgres
 BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "floor": floor.run,
     "repository": repository.run,
-    "competitors": competitors.run,
+    "queues": queues.run,
     "http": http_api.run,
     "claim_latency": claim_latency.run,
     "worker": worker_throughput.run,
@@ -50,28 +50,24 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
 
 
 def _queue_checks(results: dict[str, Any]) -> list[tuple[str, Callable[[], float], str, float]]:
-    """The worker loop against PgQueuer at each batch size, and its best against
-    procrastinate's best (procrastinate has no batch), each with 1 and 4 processes."""
-    def rate(bench: str, **match: Any) -> float:
-        return _find(results[bench], **match)["jobs_per_s"]
+    """The worker loop against PgQueuer at each batch size (on the faster of its drivers), and
+    its best against procrastinate's best (procrastinate has no batch), each with 1 and 4
+    processes."""
+    def best(queue: str, processes: int, batch: int | None = None) -> float:
+        return max(r["jobs_per_s"] for r in results["queues"]
+                   if r["queue"] == queue and r["processes"] == processes
+                   and batch in (None, r["batch"]))
 
-    def best(bench: str, processes: int, **match: Any) -> float:
-        return max(r["jobs_per_s"] for r in results[bench]
-                   if r["processes"] == processes and all(r.get(k) == v for k, v in match.items()))
-
-    loop = "worker loop, no-op runner"
     checks: list[tuple[str, Callable[[], float], str, float]] = []
-    for processes in repository.PROCESSES:
-        for batch in repository.BATCHES:
+    for processes in queues.PROCESSES:
+        for batch in queues.BATCHES:
             checks.append((
                 f"worker loop vs PgQueuer, {processes} process(es), batch {batch}",
-                lambda p=processes, b=batch: rate("repository", measure=loop, processes=p, batch=b)
-                / rate("competitors", library="pgqueuer", processes=p, batch=b),
+                lambda p=processes, b=batch: best("worker loop", p, b) / best("pgqueuer", p, b),
                 ">=", 1.0))
         checks.append((
             f"worker loop vs procrastinate, best of each, {processes} process(es)",
-            lambda p=processes: best("repository", p, measure=loop)
-            / best("competitors", p, library="procrastinate"),
+            lambda p=processes: best("worker loop", p) / best("procrastinate", p),
             ">=", 5.0))
     return checks
 

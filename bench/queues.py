@@ -1,30 +1,42 @@
-"""The same no-op workload through the queues a user would pick instead: PgQueuer and
-procrastinate, installed as the bench-only extra (`pip install -e '.[bench]'`).
+"""The worker loop and the queues a user would pick instead, on the same no-op workload: PgQueuer
+and procrastinate, installed as the bench-only extra (`pip install -e '.[bench]'`).
 
 Each drains 10,000 no-op jobs with 1 and 4 consumer processes at the batch sizes the worker loop
 is measured at: PgQueuer's `batch_size` (its concurrency unbounded, as it runs by default), and
 for procrastinate, whose worker fetches one job at a time, the same number as its `concurrency`.
-Both on the psycopg 3 driver, as the service. The rate is read from each library's own event
-log, from the first job taken to the last one finished, so process start-up counts for nobody.
-PgQueuer's figure is the median of three runs, as the worker loop's is."""
+PgQueuer runs as its CLI (`pgq run`) runs it, on uvloop, once on asyncpg (its default driver and
+its fastest: PgQueuer's own docs put it at ~1.7x psycopg) and once on psycopg 3, the service's
+driver; the targets compare against the faster of the two. procrastinate runs on psycopg 3. The
+rate is read from each queue's own records, from the first job taken to the last one finished,
+so process start-up counts for nobody.
+
+Four processes on two cores swing by 10-20% from run to run, and the machine's speed drifts over
+minutes: the worker loop and PgQueuer are measured in three interleaved rounds (loop, PgQueuer
+on asyncpg, PgQueuer on psycopg, then again) and compared by their medians."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from ai_service.localpg import LocalCluster
-from bench.common import start_together
-from bench.repository import BATCHES, CLAIM_JOBS, PROCESSES, median_rate
+from bench.common import fresh_database, start_together
+from bench.repository import CLAIM_JOBS, worker_loop_rate
+
+BATCHES = (1, 10, 32)
+PROCESSES = (1, 4)
+ROUNDS = 3
 
 DRAIN_TIMEOUT = 300
+PGQUEUER_DRIVERS = ("asyncpg", "psycopg")
 
 
-def _drain(consumer: Callable[..., None], url: str, batch: int, processes: int) -> None:
-    procs = start_together(consumer, [(url, batch)] * processes)
+def _drain(consumer: Callable[..., None], args: tuple[Any, ...], processes: int) -> None:
+    procs = start_together(consumer, [args] * processes)
     for proc in procs:
         proc.join(DRAIN_TIMEOUT)
         if proc.exitcode != 0:
@@ -32,14 +44,14 @@ def _drain(consumer: Callable[..., None], url: str, batch: int, processes: int) 
             raise RuntimeError(f"{consumer.__name__} exited with {proc.exitcode}")
 
 
-def _drained_rate(url: str, table: str, consumer: Callable[..., None], batch: int,
+def _drained_rate(url: str, table: str, consumer: Callable[..., None], args: tuple[Any, ...],
                   processes: int, log: str) -> float:
     """Drain the seeded `table` and read the rate from the library's own log, given as
     "log_table, time_column, state_column, taken_state, finished_state"."""
     log_table, at, state, taken, finished = (part.strip() for part in log.split(","))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {table}")
-    _drain(consumer, url, batch, processes)
+    _drain(consumer, args, processes)
     with psycopg.connect(url) as conn:
         (count, seconds), = conn.execute(f"""
             SELECT count(*) FILTER (WHERE {state} = '{finished}'),
@@ -53,19 +65,23 @@ def _drained_rate(url: str, table: str, consumer: Callable[..., None], batch: in
 
 # ----- PgQueuer ---------------------------------------------------------------------------------
 
-async def _pgqueuer_connect(url: str) -> Any:
-    from pgqueuer.db import PsycopgDriver
+async def _pgqueuer_connect(url: str, driver: str) -> Any:
+    from pgqueuer.db import AsyncpgDriver, PsycopgDriver
     from pgqueuer.queries import Queries
 
+    if driver == "asyncpg":
+        import asyncpg
+
+        return Queries(AsyncpgDriver(await asyncpg.connect(url)))
     connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
     return Queries(PsycopgDriver(connection))
 
 
-async def _pgqueuer_consume(url: str, batch: int) -> None:
+async def _pgqueuer_consume(url: str, batch: int, driver: str) -> None:
     from pgqueuer import PgQueuer
     from pgqueuer.types import QueueExecutionMode
 
-    queries = await _pgqueuer_connect(url)
+    queries = await _pgqueuer_connect(url, driver)
     pgq = PgQueuer(queries.driver, queries=queries)
 
     @pgq.entrypoint("noop")
@@ -75,28 +91,29 @@ async def _pgqueuer_consume(url: str, batch: int) -> None:
     await pgq.run(batch_size=batch, mode=QueueExecutionMode.drain)
 
 
-def pgqueuer_consumer(url: str, batch: int, ready: Any) -> None:
+def pgqueuer_consumer(url: str, batch: int, driver: str, ready: Any) -> None:
     import pgqueuer  # noqa: F401  (imported before the start, as the worker loop's modules are)
+    import uvloop  # PgQueuer's own dependency, which its CLI runs on
 
     ready.wait()
-    asyncio.run(_pgqueuer_consume(url, batch))
+    uvloop.run(_pgqueuer_consume(url, batch, driver))
 
 
 async def _pgqueuer_seed(url: str) -> None:
-    queries = await _pgqueuer_connect(url)
+    queries = await _pgqueuer_connect(url, "psycopg")
     await queries.clear_queue()
     await queries.clear_queue_log()
     await queries.enqueue(["noop"] * CLAIM_JOBS, [b""] * CLAIM_JOBS, [0] * CLAIM_JOBS)
 
 
-def _pgqueuer_rate(url: str, batch: int, processes: int) -> float:
+def _pgqueuer_rate(url: str, batch: int, processes: int, driver: str) -> float:
     asyncio.run(_pgqueuer_seed(url))
-    return _drained_rate(url, "pgqueuer", pgqueuer_consumer, batch, processes,
+    return _drained_rate(url, "pgqueuer", pgqueuer_consumer, (url, batch, driver), processes,
                          "pgqueuer_log, created, status, picked, successful")
 
 
 async def _pgqueuer_install(url: str) -> None:
-    await (await _pgqueuer_connect(url)).install()
+    await (await _pgqueuer_connect(url, "psycopg")).install()
 
 
 # ----- procrastinate ----------------------------------------------------------------------------
@@ -137,7 +154,7 @@ def _procrastinate_rate(url: str, concurrency: int, processes: int) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE procrastinate_jobs CASCADE")
     asyncio.run(_procrastinate_seed(url))
-    return _drained_rate(url, "procrastinate_jobs", procrastinate_consumer, concurrency,
+    return _drained_rate(url, "procrastinate_jobs", procrastinate_consumer, (url, concurrency),
                          processes, "procrastinate_events, at, type, started, succeeded")
 
 
@@ -151,27 +168,38 @@ def _procrastinate_install(url: str) -> None:
 
 def run(cluster: LocalCluster) -> list[dict[str, Any]]:
     try:
+        import asyncpg  # noqa: F401
         import pgqueuer  # noqa: F401
         import procrastinate  # noqa: F401
+        import uvloop  # noqa: F401
     except ImportError as exc:
         raise SystemExit(f"{exc.name} is missing: install the bench extra, "
                          "pip install -e '.[bench]'") from exc
-    rows = []
+    loop_url = fresh_database(cluster, "bench_worker_loop")
     cluster.create_database("bench_pgqueuer")
     pgqueuer_url = cluster.url("bench_pgqueuer")
     asyncio.run(_pgqueuer_install(pgqueuer_url))
     cluster.create_database("bench_procrastinate")
     procrastinate_url = cluster.url("bench_procrastinate")
     _procrastinate_install(procrastinate_url)
+    contenders: dict[tuple[str, str], Callable[[int, int], float]] = {
+        ("worker loop", "psycopg"): lambda b, p: worker_loop_rate(loop_url, b, p),
+        **{("pgqueuer", driver): lambda b, p, d=driver: _pgqueuer_rate(pgqueuer_url, b, p, d)
+           for driver in PGQUEUER_DRIVERS},
+    }
+    rows = []
     for processes in PROCESSES:
         for batch in BATCHES:
-            rate, runs = median_rate(
-                lambda: _pgqueuer_rate(pgqueuer_url, batch, processes))  # noqa: B023
-            rows.append({"library": "pgqueuer", "processes": processes, "batch": batch,
-                         "jobs_per_s": rate, "runs": runs})
+            runs: dict[tuple[str, str], list[int]] = {key: [] for key in contenders}
+            for _ in range(ROUNDS):
+                for key, measure in contenders.items():
+                    runs[key].append(round(measure(batch, processes)))
+            rows += [{"queue": queue, "driver": driver, "processes": processes, "batch": batch,
+                      "jobs_per_s": round(statistics.median(r)), "runs": r}
+                     for (queue, driver), r in runs.items()]
     for processes in PROCESSES:
         for batch in BATCHES:
             rate = round(_procrastinate_rate(procrastinate_url, batch, processes))
-            rows.append({"library": "procrastinate", "processes": processes, "batch": batch,
-                         "jobs_per_s": rate, "runs": [rate]})
+            rows.append({"queue": "procrastinate", "driver": "psycopg", "processes": processes,
+                         "batch": batch, "jobs_per_s": rate, "runs": [rate]})
     return rows
