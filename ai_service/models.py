@@ -120,6 +120,8 @@ class Job(Base):
         Index(
             "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
         ),
+        # The last failures for the operations page, without reading every finished job.
+        Index("ix_jobs_failed", "finished_at", postgresql_where=text("status = 'failed'")),
     )
 
 

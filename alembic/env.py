@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging.config
 import os
+import time
 
 from alembic import context
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
 
 from ai_service.config import to_sqlalchemy_url
 from ai_service.models import Base
@@ -19,6 +20,7 @@ from ai_service.models import Base
 # Any fixed 64-bit number, shared by every process of this service.
 MIGRATION_LOCK_KEY = 7_305_171_203_118_412_001
 LOCK_TIMEOUT = "5s"
+LOCK_POLL_SECONDS = 0.2
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
@@ -34,11 +36,22 @@ def database_url() -> str:
     return to_sqlalchemy_url(url)
 
 
+def _take_migration_lock(connection: Connection) -> None:
+    """Wait for the lock without holding a transaction open: CREATE INDEX CONCURRENTLY, which
+    migrations use on the hot tables, waits for every open transaction, and one blocked in
+    pg_advisory_lock behind that very migration would deadlock it."""
+    while not connection.execute(
+        text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+    ).scalar():
+        connection.commit()
+        time.sleep(LOCK_POLL_SECONDS)
+    connection.commit()
+
+
 def run_migrations_online() -> None:
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        connection.commit()
+        _take_migration_lock(connection)
         try:
             connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
             connection.commit()
