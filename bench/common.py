@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,65 @@ def start_together(target: Callable[..., None], args: list[tuple[Any, ...]]) -> 
         proc.start()
     ready.wait(timeout=120)
     return procs
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name, or [] once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0
+
+
+def postgres_cpu_seconds(cluster: LocalCluster) -> float:
+    """Every CPU second the cluster has spent: the postmaster, its live processes (backends,
+    autovacuum, the WAL writer, the checkpointer) and the backends it has reaped."""
+    postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    fields = _stat_fields(postmaster)
+    total = sum(int(f) for f in fields[11:15]) / _TICKS  # own and reaped children's
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return total + sum(process_cpu_seconds(int(pid)) for pid in children)
+
+
+def _reaped_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A queue's consumers draining a seeded queue: the rate, and the CPU seconds its
+    processes and PostgreSQL spent on it."""
+
+    jobs_per_s: float
+    consumer_cpu_s: float
+    postgres_cpu_s: float
+
+
+class CpuMeter:
+    """CPU spent by consumer processes and by PostgreSQL from now on. Made as start_together
+    returns, it leaves out the consumers' start-up; read it once every consumer has exited and
+    been joined (only then does the kernel count a child's CPU for its parent)."""
+
+    def __init__(self, cluster: LocalCluster, procs: list[Any]) -> None:
+        self._cluster = cluster
+        self._consumers = _reaped_children_cpu() + sum(
+            process_cpu_seconds(p.pid) for p in procs)
+        self._postgres = postgres_cpu_seconds(cluster)
+
+    def read(self) -> tuple[float, float]:
+        """(consumers, PostgreSQL) CPU seconds since the meter was made."""
+        return (_reaped_children_cpu() - self._consumers,
+                postgres_cpu_seconds(self._cluster) - self._postgres)
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:

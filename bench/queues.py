@@ -8,7 +8,9 @@ PgQueuer runs as its CLI (`pgq run`) runs it, on uvloop, once on asyncpg (its de
 its fastest: PgQueuer's own docs put it at ~1.7x psycopg) and once on psycopg 3, the service's
 driver; the targets compare against the faster of the two. procrastinate runs on psycopg 3. The
 rate is read from each queue's own records, from the first job taken to the last one finished,
-so process start-up counts for nobody.
+so process start-up counts for nobody. Beside it, the CPU per job of the consumer processes
+(from their release to their exit) and of PostgreSQL (every process of the cluster) over the
+same drain.
 
 Four processes on two cores swing by 10-20% from run to run, and the machine's speed drifts over
 minutes: the worker loop and PgQueuer are measured in three interleaved rounds (loop, PgQueuer
@@ -24,8 +26,8 @@ from typing import Any
 import psycopg
 
 from ai_service.localpg import LocalCluster
-from bench.common import fresh_database, start_together
-from bench.repository import CLAIM_JOBS, worker_loop_rate
+from bench.common import CpuMeter, Drain, fresh_database, start_together
+from bench.repository import CLAIM_JOBS, worker_loop
 
 BATCHES = (1, 10, 32)
 PROCESSES = (1, 4)
@@ -35,23 +37,27 @@ DRAIN_TIMEOUT = 300
 PGQUEUER_DRIVERS = ("asyncpg", "psycopg")
 
 
-def _drain(consumer: Callable[..., None], args: tuple[Any, ...], processes: int) -> None:
+def _drain(cluster: LocalCluster, consumer: Callable[..., None], args: tuple[Any, ...],
+           processes: int) -> tuple[float, float]:
+    """Run the consumers until they exit; their CPU and PostgreSQL's, in seconds."""
     procs = start_together(consumer, [args] * processes)
+    meter = CpuMeter(cluster, procs)
     for proc in procs:
         proc.join(DRAIN_TIMEOUT)
         if proc.exitcode != 0:
             proc.kill()
             raise RuntimeError(f"{consumer.__name__} exited with {proc.exitcode}")
+    return meter.read()
 
 
-def _drained_rate(url: str, table: str, consumer: Callable[..., None], args: tuple[Any, ...],
-                  processes: int, log: str) -> float:
+def _drained(cluster: LocalCluster, url: str, table: str, consumer: Callable[..., None],
+             args: tuple[Any, ...], processes: int, log: str) -> Drain:
     """Drain the seeded `table` and read the rate from the library's own log, given as
     "log_table, time_column, state_column, taken_state, finished_state"."""
     log_table, at, state, taken, finished = (part.strip() for part in log.split(","))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {table}")
-    _drain(consumer, args, processes)
+    cpu = _drain(cluster, consumer, args, processes)
     with psycopg.connect(url) as conn:
         (count, seconds), = conn.execute(f"""
             SELECT count(*) FILTER (WHERE {state} = '{finished}'),
@@ -60,7 +66,7 @@ def _drained_rate(url: str, table: str, consumer: Callable[..., None], args: tup
             FROM {log_table}""").fetchall()
     if count != CLAIM_JOBS:
         raise RuntimeError(f"{count} of {CLAIM_JOBS} jobs finished")
-    return CLAIM_JOBS / float(seconds)
+    return Drain(CLAIM_JOBS / float(seconds), *cpu)
 
 
 # ----- PgQueuer ---------------------------------------------------------------------------------
@@ -106,10 +112,10 @@ async def _pgqueuer_seed(url: str) -> None:
     await queries.enqueue(["noop"] * CLAIM_JOBS, [b""] * CLAIM_JOBS, [0] * CLAIM_JOBS)
 
 
-def _pgqueuer_rate(url: str, batch: int, processes: int, driver: str) -> float:
+def _pgqueuer(cluster: LocalCluster, url: str, batch: int, processes: int, driver: str) -> Drain:
     asyncio.run(_pgqueuer_seed(url))
-    return _drained_rate(url, "pgqueuer", pgqueuer_consumer, (url, batch, driver), processes,
-                         "pgqueuer_log, created, status, picked, successful")
+    return _drained(cluster, url, "pgqueuer", pgqueuer_consumer, (url, batch, driver),
+                    processes, "pgqueuer_log, created, status, picked, successful")
 
 
 async def _pgqueuer_install(url: str) -> None:
@@ -150,12 +156,13 @@ async def _procrastinate_seed(url: str) -> None:
         await app.tasks["noop"].batch_defer_async(*[{} for _ in range(CLAIM_JOBS)])
 
 
-def _procrastinate_rate(url: str, concurrency: int, processes: int) -> float:
+def _procrastinate(cluster: LocalCluster, url: str, concurrency: int, processes: int) -> Drain:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE procrastinate_jobs CASCADE")
     asyncio.run(_procrastinate_seed(url))
-    return _drained_rate(url, "procrastinate_jobs", procrastinate_consumer, (url, concurrency),
-                         processes, "procrastinate_events, at, type, started, succeeded")
+    return _drained(cluster, url, "procrastinate_jobs", procrastinate_consumer,
+                    (url, concurrency), processes,
+                    "procrastinate_events, at, type, started, succeeded")
 
 
 def _procrastinate_install(url: str) -> None:
@@ -182,24 +189,36 @@ def run(cluster: LocalCluster) -> list[dict[str, Any]]:
     cluster.create_database("bench_procrastinate")
     procrastinate_url = cluster.url("bench_procrastinate")
     _procrastinate_install(procrastinate_url)
-    contenders: dict[tuple[str, str], Callable[[int, int], float]] = {
-        ("worker loop", "psycopg"): lambda b, p: worker_loop_rate(loop_url, b, p),
-        **{("pgqueuer", driver): lambda b, p, d=driver: _pgqueuer_rate(pgqueuer_url, b, p, d)
+    contenders: dict[tuple[str, str], Callable[[int, int], Drain]] = {
+        ("worker loop", "psycopg"): lambda b, p: worker_loop(cluster, loop_url, b, p),
+        **{("pgqueuer", driver):
+           lambda b, p, d=driver: _pgqueuer(cluster, pgqueuer_url, b, p, d)
            for driver in PGQUEUER_DRIVERS},
     }
     rows = []
     for processes in PROCESSES:
         for batch in BATCHES:
-            runs: dict[tuple[str, str], list[int]] = {key: [] for key in contenders}
+            drains: dict[tuple[str, str], list[Drain]] = {key: [] for key in contenders}
             for _ in range(ROUNDS):
                 for key, measure in contenders.items():
-                    runs[key].append(round(measure(batch, processes)))
-            rows += [{"queue": queue, "driver": driver, "processes": processes, "batch": batch,
-                      "jobs_per_s": round(statistics.median(r)), "runs": r}
-                     for (queue, driver), r in runs.items()]
+                    drains[key].append(measure(batch, processes))
+            rows += [_row(queue, driver, processes, batch, d)
+                     for (queue, driver), d in drains.items()]
     for processes in PROCESSES:
         for batch in BATCHES:
-            rate = round(_procrastinate_rate(procrastinate_url, batch, processes))
-            rows.append({"queue": "procrastinate", "driver": "psycopg", "processes": processes,
-                         "batch": batch, "jobs_per_s": rate, "runs": [rate]})
+            drain = _procrastinate(cluster, procrastinate_url, batch, processes)
+            rows.append(_row("procrastinate", "psycopg", processes, batch, [drain]))
     return rows
+
+
+def _row(queue: str, driver: str, processes: int, batch: int,
+         drains: list[Drain]) -> dict[str, Any]:
+    """Medians of the runs; CPU per job, of the consumer processes and of PostgreSQL."""
+    def per_job_us(cpu_s: list[float]) -> int:
+        return round(statistics.median(cpu_s) / CLAIM_JOBS * 1e6)
+
+    return {"queue": queue, "driver": driver, "processes": processes, "batch": batch,
+            "jobs_per_s": round(statistics.median(d.jobs_per_s for d in drains)),
+            "consumer_cpu_us_per_job": per_job_us([d.consumer_cpu_s for d in drains]),
+            "postgres_cpu_us_per_job": per_job_us([d.postgres_cpu_s for d in drains]),
+            "runs": [round(d.jobs_per_s) for d in drains]}

@@ -12,10 +12,11 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
+from ai_service.localpg import LocalCluster
 from ai_service.logs import configure_logging
 from ai_service.providers.http import AbortSignal
 from ai_service.repository import JobRepository, NewJob
-from bench.common import fresh_database, start_together
+from bench.common import CpuMeter, Drain, fresh_database, start_together
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Completed, Outcome
 
@@ -78,15 +79,16 @@ _SPAN = text("SELECT count(*) FILTER (WHERE status = 'completed'), "
              "extract(epoch FROM max(finished_at) - min(started_at)) FROM jobs")
 
 
-def worker_loop_rate(url: str, batch: int, processes: int) -> float:
+def worker_loop(cluster: LocalCluster, url: str, batch: int, processes: int) -> Drain:
     """Jobs/s from the first claim to the last completion, read from the jobs themselves so
-    process start-up is not counted."""
+    process start-up is not counted, and the CPU it took."""
     repo = _repo(url)
     _reset(repo)
     _seed(repo, CLAIM_JOBS)
     with repo.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE jobs"))
     procs = start_together(_worker_process, [(url, batch, f"w{n}") for n in range(processes)])
+    meter = CpuMeter(cluster, procs)
     with repo.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         while conn.execute(_JOBS_LEFT).scalar_one():
             time.sleep(0.1)
@@ -98,7 +100,7 @@ def worker_loop_rate(url: str, batch: int, processes: int) -> float:
     repo.engine.dispose()
     if completed != CLAIM_JOBS:
         raise RuntimeError(f"{completed} of {CLAIM_JOBS} jobs completed")
-    return CLAIM_JOBS / float(span)
+    return Drain(CLAIM_JOBS / float(span), *meter.read())
 
 
 def run(cluster: Any) -> list[dict[str, Any]]:
