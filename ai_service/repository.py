@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, TextClause, and_, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
+from sqlalchemy.pool import PoolProxiedConnection
 
 from ai_service.auth import Principal, hash_token, new_token
 from ai_service.errors import (
@@ -503,7 +504,7 @@ def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]
     """A statement of a transaction, run on the driver's cursor. For the batch paths (create,
     claim, complete): SQLAlchemy rebuilds its result metadata for every textual statement and
     then each row is copied into a dict, a third of a no-op job's CPU in the worker
-    (bench/repository.py) and 17 ms of a 1,000-job batch create."""
+    (bench/queues.py) and 17 ms of a 1,000-job batch create."""
     return _fetch(conn.connection.dbapi_connection, statement, params, conn.engine,
                   conn.invalidate)
 
@@ -546,7 +547,7 @@ class JobRepository:
                 self._check_in(pooled)
 
     @staticmethod
-    def _check_in(pooled: Any) -> None:
+    def _check_in(pooled: PoolProxiedConnection) -> None:
         """Back to the pool as SQLAlchemy hands connections out (not in autocommit), or
         discarded when that cannot be done."""
         if pooled.is_valid:

@@ -144,14 +144,18 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0
 
 
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 def postgres_cpu_seconds(cluster: LocalCluster) -> float:
     """Every CPU second the cluster has spent: the postmaster, its live processes (backends,
     autovacuum, the WAL writer, the checkpointer) and the backends it has reaped."""
     postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
     fields = _stat_fields(postmaster)
     total = sum(int(f) for f in fields[11:15]) / _TICKS  # own and reaped children's
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    return total + sum(process_cpu_seconds(int(pid)) for pid in children)
+    return total + sum(process_cpu_seconds(pid) for pid in children(postmaster))
 
 
 def _reaped_children_cpu() -> float:

@@ -18,6 +18,7 @@ from ai_service.repository import NewJob
 from bench.common import (
     ROOT,
     admin_token,
+    children,
     fake_llm_process,
     fresh_database,
     gunicorn,
@@ -34,11 +35,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def _web(url: str) -> dict[str, Any]:

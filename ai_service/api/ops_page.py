@@ -52,11 +52,10 @@ def page() -> Any:
     if principal is None:
         return render_template("login.html", error=request.args.get("error")), 200
     overview = repository().ops_overview()
-    finished = sum(b["completed"] + b["failed"] for b in overview["throughput"])
-    failed = sum(b["failed"] for b in overview["throughput"])
+    totals = overview["totals"]
+    finished, failed = totals["completed"] + totals["failed"], totals["failed"]
     return render_template(
-        "ops.html", overview=overview, totals=overview["totals"],
-        chart=_chart(overview["throughput"]),
+        "ops.html", overview=overview, totals=totals, chart=_chart(overview["throughput"]),
         error_rate=(failed / finished) if finished else 0.0, finished_last_hour=finished,
         providers=check_providers(services().settings), csrf=_csrf(),
         refresh=REFRESH_SECONDS, message=request.args.get("done"),

@@ -6,7 +6,7 @@ removes their events in the same statement. The foreign key added nothing that d
 already guarantee, and it cost a referential-integrity trigger per event row: a SELECT ... FOR
 KEY SHARE on the job just updated, two per job run. Without it the claim statement of 10 jobs
 runs in 0.38 ms instead of 0.44 ms and the batched complete in 0.30 instead of 0.37 ms
-(pg_stat_statements, bench/repository.py's workload).
+(pg_stat_statements, the worker loop's workload in bench/queues.py).
 
 Revision ID: 0005
 Revises: 0004
