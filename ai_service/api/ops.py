@@ -21,7 +21,8 @@ class Stats(MethodView):
     @allow(ROLE_ADMIN)
     @blp.response(200, StatsSchema)
     def get(self) -> Any:
-        """Counts by status, by task type × model profile × status, failures by category."""
+        """All-time counts by status, by task type × model profile × status, failures by
+        category. It reads the whole jobs table; the operations page and /metrics do not."""
         return repository().stats()
 
 
