@@ -39,6 +39,9 @@ from ai_service.models import FINISHED_STATUSES, JOB_STATUSES, ApiToken, Job, Jo
 Row = dict[str, Any]
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 NOTIFY_CHANNEL = "ai_service_jobs"
+# A payload on NOTIFY_CHANNEL naming one attempt to abandon (see stop_payload); any other
+# payload means "jobs may be claimable".
+STOP_PREFIX = "stop:"
 jobs_table = Job.__table__
 events_table = JobEvent.__table__
 tokens_table = ApiToken.__table__
@@ -277,8 +280,8 @@ _COMPLETE_JOBS = _complete_jobs("jobs.*")
 # The worker's batches: what its metrics, its log lines and the event row need, without reading
 # back the input and the result it has just sent.
 _COMPLETE_JOBS_BRIEF = _complete_jobs(
-    "jobs.id, jobs.task_type, jobs.model_profile, jobs.status, jobs.worker_id, jobs.attempts, "
-    "jobs.error_category, jobs.error_message")
+    "jobs.id, jobs.lease_token, jobs.task_type, jobs.model_profile, jobs.status, "
+    "jobs.worker_id, jobs.attempts, jobs.error_category, jobs.error_message")
 
 _BACKOFF = (
     "make_interval(secs => coalesce(CAST(:retry_after AS float8), "
@@ -313,12 +316,14 @@ UPDATE jobs SET
 WHERE {_HELD}
 RETURNING *""", "CASE WHEN status = 'pending' THEN 'deferred' ELSE 'failed' END")
 
+# Answers the (id, lease token) pairs still held: a worker may hold a job's new attempt while
+# its old attempt winds down, and only the attempt named by its token is renewed.
 _HEARTBEAT_JOBS = text("""
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
 WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
   AND jobs.status = 'running' AND jobs.worker_id = :worker_id
-RETURNING jobs.id
+RETURNING jobs.id, jobs.lease_token
 """)
 
 # Shutdown: what did not finish goes back to pending at once, and the attempt does not count.
@@ -330,21 +335,36 @@ WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
   AND jobs.status = 'running' AND jobs.worker_id = :worker_id
 RETURNING jobs.*""", "'released'")
 
+# Cancel and retry answer the job's new state and, when it was running, the lease token of the
+# attempt they ended (`stopped_lease_token`), so the worker running it can be told to stop that
+# attempt and no other. The row is locked first: the token read is the one being replaced.
 _CANCEL_JOB = _logged(f"""
+WITH prior AS (
+    SELECT id, status, lease_token FROM jobs
+    WHERE id = :id AND status IN ('pending', 'running') AND {_IN_SCOPE}
+    FOR UPDATE
+)
 UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
     lease_expires_at = NULL
-WHERE id = :id AND status IN ('pending', 'running') AND {_IN_SCOPE}
-RETURNING *""", "'cancelled'")
+FROM prior WHERE jobs.id = prior.id
+RETURNING jobs.*, CASE WHEN prior.status = 'running' THEN prior.lease_token END
+    AS stopped_lease_token""", "'cancelled'")
 
 # A new lease token is not handed out here; clearing the old one fences a worker still running
 # the previous attempt.
 _RETRY_JOB = _logged(f"""
+WITH prior AS (
+    SELECT id, status, lease_token FROM jobs
+    WHERE id = :id AND status IN ('failed', 'cancelled', 'running') AND {_IN_SCOPE}
+    FOR UPDATE
+)
 UPDATE jobs SET status = 'pending', attempts = 0, deferrals = 0, run_after = now(),
     result = NULL, error_category = NULL, error_message = NULL, worker_id = NULL,
     lease_token = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL,
     updated_at = now()
-WHERE id = :id AND status IN ('failed', 'cancelled', 'running') AND {_IN_SCOPE}
-RETURNING *""", "'retried'")
+FROM prior WHERE jobs.id = prior.id
+RETURNING jobs.*, CASE WHEN prior.status = 'running' THEN prior.lease_token END
+    AS stopped_lease_token""", "'retried'")
 
 # Retention: one small batch of old finished jobs per transaction. Claims lock only pending and
 # running rows, and SKIP LOCKED leaves alone a finished job someone is retrying right now, so
@@ -364,7 +384,7 @@ WITH doomed AS (
 DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
 """)
 
-_NOTIFY = text("SELECT pg_notify(:channel, '')")
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 # Unfinished jobs, each status read from its own partial index: one `status IN (...)` can use
 # neither and read the whole table, 93 ms on every metrics scrape with 1M finished jobs.
@@ -460,7 +480,30 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 def _notify_workers(conn: Connection) -> None:
     """Wake listening workers once this transaction commits: once per statement, never per
     row, since every NOTIFYing commit takes a cluster-wide lock."""
-    conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL})
+    conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": ""})
+
+
+def stop_payload(job_id: uuid.UUID, lease_token: uuid.UUID) -> str:
+    """The notification telling the worker that runs this attempt to abandon it now."""
+    return f"{STOP_PREFIX}{job_id}:{lease_token}"
+
+
+def parse_stop_payload(payload: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(job id, lease token) of a stop notification; None for any other payload."""
+    if not payload.startswith(STOP_PREFIX):
+        return None
+    try:
+        job_id, lease_token = payload[len(STOP_PREFIX):].split(":")
+        return uuid.UUID(job_id), uuid.UUID(lease_token)
+    except ValueError:
+        return None
+
+
+def _notify_stop(conn: Connection, job_id: uuid.UUID, lease_token: uuid.UUID) -> None:
+    """Tell the worker running an attempt that a cancel or retry just ended it, so it aborts
+    the provider call at once rather than at its next heartbeat (the fallback)."""
+    conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL,
+                           "payload": stop_payload(job_id, lease_token)})
 
 
 def _dump(value: Any) -> str:
@@ -775,8 +818,8 @@ class JobRepository:
         self, worker_id: str, results: Sequence[tuple[Lease, Any]]
     ) -> dict[uuid.UUID, Row]:
         """Store many results of one worker in one statement. Returns the jobs completed (id,
-        task_type, model_profile, status, worker_id, attempts); a job missing from the answer
-        was no longer held by that lease."""
+        lease_token, task_type, model_profile, status, worker_id, attempts); a job missing from
+        the answer, or answered with another lease token, was no longer held by that lease."""
         return self._complete(worker_id, results, _COMPLETE_JOBS_BRIEF)
 
     def _complete(
@@ -819,9 +862,9 @@ class JobRepository:
 
     def heartbeat_jobs(
         self, worker_id: str, leases: Sequence[Lease], lease_seconds: float
-    ) -> set[uuid.UUID]:
-        """Extend the leases of a worker's running jobs in one statement. Returns the ids still
-        held; a job missing from the answer was cancelled, retried or reclaimed."""
+    ) -> set[Lease]:
+        """Extend the leases of a worker's running jobs in one statement. Returns the leases
+        still held; one missing from the answer was cancelled, retried or reclaimed."""
         if not leases:
             return set()
         with self._statement() as conn:
@@ -830,11 +873,11 @@ class JobRepository:
                 "ids": [lease.job_id for lease in leases],
                 "tokens": [lease.lease_token for lease in leases],
             })
-            return {r.id for r in rows}
+            return {Lease(r.id, worker_id, r.lease_token) for r in rows}
 
     def heartbeat_job(self, lease: Lease, lease_seconds: float) -> Row:
         """One job's heartbeat; a job no longer held is a conflict naming its status."""
-        if lease.job_id in self.heartbeat_jobs(lease.worker_id, [lease], lease_seconds):
+        if lease in self.heartbeat_jobs(lease.worker_id, [lease], lease_seconds):
             return self.get_job(lease.job_id)
         raise self._conflict(lease.job_id, "heartbeat")
 
@@ -856,10 +899,13 @@ class JobRepository:
     # ----- the caller's side ----------------------------------------------------------------
 
     def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
-        return self._change(job_id, "cancel", _CANCEL_JOB, scope, notify=False)
+        """Cancel a pending or running job; a running attempt's worker is told to stop it."""
+        return self._change(job_id, "cancel", _CANCEL_JOB, scope, wake=False)
 
     def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> Row:
-        return self._change(job_id, "retry", _RETRY_JOB, scope, notify=True)
+        """Back to pending with attempts reset; a running attempt's worker is told to stop it,
+        and workers are woken to claim the job again."""
+        return self._change(job_id, "retry", _RETRY_JOB, scope, wake=True)
 
     # ----- retention ------------------------------------------------------------------------
 
@@ -885,16 +931,21 @@ class JobRepository:
         return {"backoff_base": self.policy.backoff_base, "backoff_max": self.policy.backoff_max}
 
     def _change(
-        self, job_id: uuid.UUID, action: str, statement: Any, scope: Scope, *, notify: bool
+        self, job_id: uuid.UUID, action: str, statement: Any, scope: Scope, *, wake: bool
     ) -> Row:
         params = {"id": job_id, "scope": list(scope) if scope is not None else None}
         with self._transaction() as conn:
             row = conn.execute(statement, params).mappings().first()
-            if row is not None and notify:
-                _notify_workers(conn)
-        if row is None:
+            job = dict(row) if row is not None else None
+            if job is not None:
+                stopped = job.pop("stopped_lease_token")
+                if stopped is not None:
+                    _notify_stop(conn, job_id, stopped)
+                if wake:
+                    _notify_workers(conn)
+        if job is None:
             raise self._conflict(job_id, action, scope=scope)
-        return dict(row)
+        return job
 
     def _change_held(self, lease: Lease, action: str, statement: Any, extra: dict) -> Row:
         with self._statement() as conn:

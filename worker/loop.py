@@ -68,7 +68,10 @@ class Worker:
         }
         self.task_types = sorted({t for t, _ in self._by_route})
         self.model_profiles = sorted({p for _, p in self._by_route})
-        self._running: dict[uuid.UUID, RunningJob] = {}
+        # Keyed by lease, not job id: a job retried while it runs here may be claimed again by
+        # this worker before the old attempt has wound down, and the old attempt must never
+        # drop, complete or stop renewing the new one.
+        self._running: dict[Lease, RunningJob] = {}
         self._lock = threading.Lock()
         self.wake = threading.Event()  # new work may be there, or a slot freed, or stop asked
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
@@ -80,6 +83,10 @@ class Worker:
                        for n in range(config.concurrency)]
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
                                            daemon=True)
+        self.listener: NotifyListener | None = None
+        if config.listen_conninfo and self.runners:
+            self.listener = NotifyListener(config.listen_conninfo, self.wake, self.hard_stop,
+                                           config.poll_interval, self.stop_attempt)
         self._results = ResultWriter(repository, config.worker_id, self.hard_stop,
                                      self._free_slots, config.claim_batch)
 
@@ -111,9 +118,8 @@ class Worker:
         self._heartbeat.start()
         for slot in self._slots:
             slot.start()
-        if self.config.listen_conninfo and self.runners:
-            NotifyListener(self.config.listen_conninfo, self.wake, self.hard_stop,
-                           self.config.poll_interval).start()
+        if self.listener is not None:
+            self.listener.start()
         backoff = Backoff()
         last_claim = time.monotonic()
         while not self.stopping.is_set():
@@ -166,7 +172,7 @@ class Worker:
         runner = self._by_route[(job["task_type"], job["model_profile"])]
         running = RunningJob(job, lease, runner)
         with self._lock:
-            self._running[job["id"]] = running
+            self._running[lease] = running
         log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"],
                  extra=job_context(job))
         self._jobs.put(running)
@@ -200,7 +206,7 @@ class Worker:
     def _free_slots(self, leases: list[Lease]) -> None:
         with self._lock:
             for lease in leases:
-                self._running.pop(lease.job_id, None)
+                self._running.pop(lease, None)
         self.wake.set()
 
     def _run_safely(self, running: RunningJob) -> Outcome:
@@ -238,12 +244,20 @@ class Worker:
             log.warning("database unavailable renewing %d leases; will retry", len(held))
             return
         for running in held:
-            if running.lease.job_id not in still:
-                self._abandon(running, "cancelled or reclaimed elsewhere")
+            if running.lease not in still:
+                self._abandon(running, "cancelled, retried or reclaimed elsewhere")
+
+    def stop_attempt(self, job_id: uuid.UUID, lease_token: uuid.UUID) -> None:
+        """A cancel or retry ended this attempt (the listener heard it): abort its provider call
+        now. Another attempt of the same job, claimed since, is left alone."""
+        with self._lock:
+            running = self._running.get(Lease(job_id, self.config.worker_id, lease_token))
+        if running is not None:
+            self._abandon(running, "cancelled or retried")
 
     def _abandon(self, running: RunningJob, why: str) -> None:
         with self._lock:
-            if running.storing or running.lease.job_id not in self._running:
+            if running.storing or running.lease not in self._running:
                 return  # finished in the meantime
             running.lost = True
         log.info("job %s abandoned: %s", running.lease.job_id, why,

@@ -1,8 +1,9 @@
-"""Wake the worker early when jobs are created: LISTEN on the channel the repository NOTIFYs.
+"""Wake the worker early when jobs are created, and stop an attempt at once when it is cancelled
+or retried: LISTEN on the channel the repository NOTIFYs.
 
-Polling stays the fallback. Behind PgBouncer in transaction mode LISTEN is accepted but nothing
-is delivered, so the listener proves delivery with a probe of its own first; when the probe does
-not come back it says so once and leaves the worker to poll.
+Polling (and, for stops, the heartbeat) stays the fallback. Behind PgBouncer in transaction mode
+LISTEN is accepted but nothing is delivered, so the listener proves delivery with a probe of its
+own first; when the probe does not come back it says so once and leaves the worker to poll.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
 
-from ai_service.repository import NOTIFY_CHANNEL
+from ai_service.repository import NOTIFY_CHANNEL, parse_stop_payload
 
 log = logging.getLogger("worker.notify")
 
@@ -24,12 +26,14 @@ RECONNECT_DELAY = 5.0
 
 class NotifyListener(threading.Thread):
     def __init__(self, conninfo: str, wake: threading.Event, stop: threading.Event,
-                 poll_interval: float) -> None:
+                 poll_interval: float,
+                 on_stop_attempt: Callable[[uuid.UUID, uuid.UUID], None]) -> None:
         super().__init__(name="listen", daemon=True)
         self.conninfo = conninfo
         self.wake = wake
         self.stop = stop
         self.poll_interval = poll_interval
+        self.on_stop_attempt = on_stop_attempt  # (job id, lease token) of an ended attempt
         self.delivering = threading.Event()  # set once LISTEN is proven to work
 
     def run(self) -> None:
@@ -57,9 +61,16 @@ class NotifyListener(threading.Thread):
             self.delivering.set()
             log.info("listening for new jobs on %s", NOTIFY_CHANNEL)
             while not self.stop.is_set():
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    self.wake.set()
+                for notification in conn.notifies(timeout=1.0, stop_after=1):
+                    self._dispatch(notification.payload)
         return True
+
+    def _dispatch(self, payload: str) -> None:
+        attempt = parse_stop_payload(payload)
+        if attempt is None:
+            self.wake.set()
+        else:
+            self.on_stop_attempt(*attempt)
 
     def _probe_returns(self, conn: psycopg.Connection, probe: str) -> bool:
         return any(n.payload == probe for n in conn.notifies(timeout=PROBE_TIMEOUT))

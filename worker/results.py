@@ -102,7 +102,7 @@ class ResultWriter:
         metrics.record_completed(done.values())
         for result in results:
             job = done.get(result.lease.job_id)
-            if job is not None:
+            if job is not None and job["lease_token"] == result.lease.lease_token:
                 log.info("job %s completed", job["id"], extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",

@@ -162,8 +162,19 @@ def test_heartbeat_extends_held_leases_and_reports_lost_ones(repo: JobRepository
 
     held = repo.heartbeat_jobs("w", [lease_of(a), lease_of(b)], lease_seconds=120)
 
-    assert held == {a["id"]}
+    assert held == {lease_of(a)}
     assert repo.get_job(a["id"])["lease_expires_at"] > a["lease_expires_at"]
+
+
+def test_heartbeat_renews_only_the_attempt_its_token_names(repo: JobRepository) -> None:
+    repo.create_jobs([new_job()])
+    old = claim_one(repo, "w")
+    repo.retry_job(old["id"])
+    new = claim_one(repo, "w")
+
+    held = repo.heartbeat_jobs("w", [lease_of(old), lease_of(new)], lease_seconds=120)
+
+    assert held == {lease_of(new)}
 
 
 def test_release_gives_jobs_back_without_counting_the_attempt(repo: JobRepository) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 
 from ai_service.errors import JobStateConflict
-from ai_service.repository import JobRepository
+from ai_service.repository import (
+    NOTIFY_CHANNEL,
+    JobRepository,
+    parse_stop_payload,
+    stop_payload,
+)
 from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
 
 
@@ -74,3 +80,38 @@ def test_events_endpoint_returns_the_trail(client: FlaskClient) -> None:
     assert [e["event"] for e in trail] == ["created", "cancelled"]
     assert set(trail[0]) == {"id", "at", "event", "status", "worker_id", "attempt",
                              "error_category", "message"}
+
+
+def _notifications(url: str) -> psycopg.Connection:
+    conn = psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
+    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    return conn
+
+
+def _payloads(conn: psycopg.Connection) -> list[str]:
+    return [n.payload for n in conn.notifies(timeout=0.5)]
+
+
+def test_cancel_and_retry_of_a_running_job_notify_a_stop_of_that_attempt(
+    repo: JobRepository, database_url: str
+) -> None:
+    repo.create_jobs([new_job(), new_job(owner_ref="other")])
+    first, second = repo.claim_jobs("w", 2, lease_seconds=60)
+    with _notifications(database_url) as listener:
+        repo.cancel_job(first["id"])
+        repo.retry_job(second["id"])
+        payloads = _payloads(listener)
+    assert stop_payload(first["id"], first["lease_token"]) in payloads
+    assert stop_payload(second["id"], second["lease_token"]) in payloads
+    assert "" in payloads  # the retried job is claimable: workers are woken
+
+
+def test_cancel_of_a_pending_job_and_retry_of_a_failed_one_stop_nothing(
+    repo: JobRepository, database_url: str
+) -> None:
+    [(pending, _)] = repo.create_jobs([new_job()])
+    with _notifications(database_url) as listener:
+        repo.cancel_job(pending["id"])
+        repo.retry_job(pending["id"])
+        payloads = _payloads(listener)
+    assert all(parse_stop_payload(p) is None for p in payloads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def start_worker(
 ) -> Iterator[Callable[..., RunningWorker]]:
     started: list[RunningWorker] = []
 
-    def start(**env: str) -> RunningWorker:
+    def start(listen: bool = True, **env: str) -> RunningWorker:
         settings = make_settings(database_url, **{
             "LLM_BASE_URL": fake_llm.base_url, "LLM_API_KEY": SECRET,
             "WHISPERX_URL": fake_llm.root_url, "LLM_TIMEOUT": "2s",
@@ -60,8 +61,10 @@ def start_worker(
         })
         repo = make_repository(settings, "worker-test")
         repo.policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
-        running = RunningWorker(Worker(repo, build_runners(settings), worker_config(settings)),
-                                repo)
+        config = worker_config(settings)
+        if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
+            config = replace(config, listen_conninfo=None)
+        running = RunningWorker(Worker(repo, build_runners(settings), config), repo)
         running.thread.start()
         started.append(running)
         return running
@@ -364,3 +367,79 @@ def test_the_worker_counts_tokens_provider_latency_and_errors(
     assert after[1] - before[1] == 2
     assert after[2] - before[2] == 1
     assert after[3] - before[3] == 2
+
+
+def wait_listening(w: RunningWorker) -> None:
+    assert w.worker.listener is not None
+    assert w.worker.listener.delivering.wait(30), "the worker never proved LISTEN delivery"
+
+
+def wait_disconnects(fake_llm: FakeLLMServer, count: int, timeout: float = 30) -> float:
+    """Wait until the LLM has seen `count` clients hang up; returns when (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while fake_llm.disconnects < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_llm.disconnects == count
+    return time.monotonic()
+
+
+def test_a_cancel_closes_the_provider_connection_within_a_second(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    # With a 60 s lease the heartbeat comes every 20 s: only the cancel's NOTIFY can be this
+    # quick.
+    w = start_worker(WORKER_LEASE="60s", LLM_TIMEOUT="60s")
+    wait_listening(w)
+    job_id = submit(w, "[[fault:hang:50]] generating for nobody")
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    while not fake_llm.chat_requests():  # the request is in flight
+        time.sleep(0.01)
+
+    cancelled_at = time.monotonic()
+    w.repo.cancel_job(job_id)
+
+    assert wait_disconnects(fake_llm, 1) - cancelled_at < 1.0
+    assert w.wait_finished(submit(w, "next"))["status"] == "completed"
+    assert w.repo.get_job(job_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_retrying_a_running_job_stops_the_old_attempt_and_the_new_one_completes_once(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer, max_attempts: int
+) -> None:
+    # The new attempt outlives two leases: it completes only if its own lease is renewed.
+    w = start_worker(WORKER_LEASE="1500ms", LLM_TIMEOUT="30s")
+    wait_listening(w)
+    job_id = submit(w, "[[fault:hang:4]] slow", max_attempts=max_attempts)
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    while not fake_llm.chat_requests():
+        time.sleep(0.01)
+
+    retried_at = time.monotonic()
+    w.repo.retry_job(job_id)
+
+    assert wait_disconnects(fake_llm, 1) - retried_at < 1.0
+    job = w.wait_finished(job_id, timeout=30)
+    assert (job["status"], job["attempts"]) == ("completed", 1)
+    events = [e["event"] for e in w.repo.list_events(job_id)]
+    assert events == ["created", "claimed", "retried", "claimed", "completed"]
+    assert len(fake_llm.chat_requests()) == 2
+
+
+def test_without_notifications_a_retried_attempt_still_never_drops_its_successor(
+    start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
+) -> None:
+    # No LISTEN: the same worker claims the new attempt while the old one still runs, and the
+    # heartbeat is what stops the old one. Its end must not take the new attempt's lease with it.
+    w = start_worker(listen=False, WORKER_LEASE="1500ms", LLM_TIMEOUT="30s")
+    job_id = submit(w, "[[fault:hang:4]] slow", max_attempts=1)
+    w.wait_for(job_id, lambda j: j["status"] == "running")
+    while not fake_llm.chat_requests():
+        time.sleep(0.01)
+
+    w.repo.retry_job(job_id)
+
+    job = w.wait_finished(job_id, timeout=30)
+    assert (job["status"], job["attempts"]) == ("completed", 1)
+    assert [e["event"] for e in w.repo.list_events(job_id)].count("completed") == 1
+    assert fake_llm.disconnects == 1
