@@ -4,6 +4,7 @@ these, so they are the contract remote callers and workers code against."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
@@ -23,6 +24,9 @@ MAX_LIST_LIMIT = 200
 MAX_CLAIM_LIMIT = 1000
 MAX_LEASE_SECONDS = 3600
 MAX_MESSAGE_LENGTH = 10_000
+# A refused batch names the errors of this many items and counts the rest: listing all of them
+# answered a megabyte of `1,1,1…` with twenty.
+MAX_ITEM_ERRORS = 20
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
@@ -67,6 +71,25 @@ class JsonObject(fields.Dict):
         return result
 
 
+def _storable_time(value: datetime) -> None:
+    """PostgreSQL stores any year, but a time that is not in years 1-9999 in UTC cannot be read
+    back into Python: refused here rather than by the database after the insert."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("out of range (years 1 to 9999 in UTC)") from None
+
+
+class JobItems(fields.List):
+    """A batch's items: only the list is checked here; JobBatchCreateSchema checks each item,
+    with the errors capped (the inner field still documents the items as objects)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return value
+
+
 class JobFieldsSchema(Schema):
     """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
 
@@ -80,6 +103,7 @@ class JobFieldsSchema(Schema):
         metadata={"description": "Higher is claimed first. Default 0."},
     )
     run_after = fields.AwareDateTime(
+        validate=_storable_time,
         metadata={"description": "Not claimable before this time. Default now."}
     )
     max_attempts = fields.Integer(
@@ -101,7 +125,7 @@ class JobCreateSchema(JobFieldsSchema):
 
 class JobBatchCreateSchema(Schema):
     defaults = fields.Nested(JobFieldsSchema, load_default=dict)
-    jobs = fields.List(
+    jobs = JobItems(
         fields.Dict(), required=True, validate=validate.Length(min=1),
         metadata={"description": "Per-item fields override `defaults`."},
     )
@@ -117,7 +141,7 @@ class JobBatchCreateSchema(Schema):
         jobs, errors = [], {}
         for index, item in enumerate(data["jobs"]):
             try:
-                job = {**defaults, **_JOB_FIELDS.load(item)}
+                job = {**defaults, **_load_item(item)}
             except ValidationError as exc:
                 errors[index] = exc.messages
                 continue
@@ -127,8 +151,23 @@ class JobBatchCreateSchema(Schema):
             else:
                 jobs.append(job)
         if errors:
-            raise ValidationError(errors, "jobs")
+            raise ValidationError(_capped(errors), "jobs")
         return jobs
+
+
+def _load_item(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValidationError(["Not a valid mapping type."])
+    return _JOB_FIELDS.load(item)
+
+
+def _capped(errors: dict[int, Any]) -> dict[str, Any]:
+    """The first items' errors by index, and how many more items were refused."""
+    shown = {str(index): errors[index] for index in list(errors)[:MAX_ITEM_ERRORS]}
+    if len(errors) > MAX_ITEM_ERRORS:
+        shown["more"] = [f"{len(errors) - MAX_ITEM_ERRORS} more items are invalid, "
+                         f"not listed"]
+    return shown
 
 
 class JobSchema(Schema):
