@@ -283,5 +283,34 @@ def test_a_batch_of_invalid_items_lists_the_first_twenty_and_counts_the_rest(
     assert len(response.get_data()) < 20 * SMALL
     errors = response.json["error"]["details"]["fields"]["jobs"]
     assert sorted(errors) == sorted([str(i) for i in range(20)] + ["more"])
-    assert errors["more"] == ["980 more items are invalid, not listed"]
+    assert errors["more"] == ["980 more are invalid, not listed"]
     assert count_jobs(repo) == 0
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/claim", "/jobs/batch"])
+def test_seventy_thousand_unknown_fields_get_a_short_422_naming_twenty(
+    client: FlaskClient, repo: JobRepository, path: str
+) -> None:
+    unknown = {f"k{i}": 0 for i in range(70_000)}
+    body = {"jobs": [{**job_body(), **unknown}]} if path == "/jobs/batch" else {
+        **job_body(worker_id="w"), **unknown}
+    response = client.post(f"{API}{path}", json=body)
+    assert response.status_code == 422
+    assert len(response.get_data()) < SMALL
+    fields = response.json["error"]["details"]["fields"]
+    named = fields["jobs"]["0"] if path == "/jobs/batch" else fields
+    assert len(named) == 21
+    [more] = named["more"]
+    assert more.endswith(" more are invalid, not listed") and int(more.split()[0]) > 69_000
+    assert count_jobs(repo) == 0
+
+
+@pytest.mark.parametrize("field", ["task_types", "model_profiles"])
+def test_a_claim_filter_of_a_hundred_thousand_items_is_refused_for_its_length(
+    client: FlaskClient, field: str
+) -> None:
+    response = client.post(f"{API}/jobs/claim", json={"worker_id": "w", field: [1] * 100_000})
+    assert response.status_code == 422
+    assert len(response.get_data()) < SMALL
+    assert response.json["error"]["details"]["fields"] == {
+        field: ["Length must be between 1 and 100."]}
