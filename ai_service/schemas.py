@@ -81,7 +81,7 @@ def _storable_time(value: datetime) -> None:
 
 class InputSchema(Schema):
     """What a request sends. A refusal lists at most MAX_ITEM_ERRORS entries at each level and
-    counts the rest: listing every one answered a megabyte of `1,1,1…` with twenty."""
+    counts the rest: listing every one answered a megabyte of `1,1,1…` with 20 MB."""
 
     def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
         raise ValidationError(_capped(error.messages)) from error
