@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
-from ai_service import db
+from ai_service import db, metrics
 from ai_service.api import Services, health, jobs, ops, ops_page
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
@@ -39,6 +39,7 @@ def make_repository(
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    metrics.configure(settings)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
 

@@ -59,6 +59,11 @@ def parse_model_concurrency(text: str) -> dict[str, int]:
     return caps
 
 
+def parse_names(text: str) -> frozenset[str]:
+    """'call_analysis, tg_analysis' → {'call_analysis', 'tg_analysis'}."""
+    return frozenset(filter(None, (part.strip() for part in text.split(","))))
+
+
 def to_sqlalchemy_url(url: str) -> str:
     """Accept the libpq-style URL operators write and select the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -109,6 +114,8 @@ class Settings:
     worker_shutdown_grace: float = 30.0
     worker_metrics_port: int = 0
     model_concurrency: dict[str, int] = field(default_factory=dict)
+    metrics_task_types: frozenset[str] = frozenset()
+    metrics_model_profiles: frozenset[str] = frozenset()
     max_content_length: int = 1024 * 1024
     max_batch_size: int = 1000
     retry_backoff_base: float = 10.0
@@ -147,6 +154,8 @@ _PARSERS = {
     "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
     "WORKER_METRICS_PORT": ("worker_metrics_port", parse_int),
     "MODEL_CONCURRENCY": ("model_concurrency", parse_model_concurrency),
+    "METRICS_TASK_TYPES": ("metrics_task_types", parse_names),
+    "METRICS_MODEL_PROFILES": ("metrics_model_profiles", parse_names),
     "MAX_CONTENT_LENGTH": ("max_content_length", parse_int),
     "MAX_BATCH_SIZE": ("max_batch_size", parse_int),
     "RETRY_BACKOFF_BASE": ("retry_backoff_base", parse_duration),

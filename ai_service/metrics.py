@@ -4,12 +4,18 @@ or worker); queue depth is read from PostgreSQL at scrape time.
 Under gunicorn every worker process writes its samples to PROMETHEUS_MULTIPROC_DIR (set by
 gunicorn_conf before the workers fork) and /metrics merges them, so a scrape sees the whole
 server whichever process answers it.
+
+Label values come from callers (task_type, model_profile, a failure's category), and every new
+value is a new series kept until restart: 3,000 random task types grew /metrics from 105 to
+4,105 series. Only values the configuration names keep their own label; the rest are `other`.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -24,8 +30,62 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ai_service.config import Settings
+
 if TYPE_CHECKING:
     from ai_service.repository import JobRepository
+
+OTHER = "other"
+# The task types the built-in runners take (worker/runners), and the failure categories the
+# README documents (the providers' and the worker's).
+BUILTIN_TASK_TYPES = frozenset({"llm_chat", "chat_completion", "transcribe"})
+ERROR_CATEGORIES = frozenset({
+    "timeout", "provider_unavailable", "rate_limited", "context_length_exceeded",
+    "invalid_input", "auth", "bad_response", "lease_expired", "internal_error",
+})
+
+
+@dataclass(frozen=True)
+class KnownLabels:
+    """The label values this process keeps; any other value is counted as `other`."""
+
+    task_types: frozenset[str]
+    model_profiles: frozenset[str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> KnownLabels:
+        return cls(
+            task_types=BUILTIN_TASK_TYPES | settings.metrics_task_types,
+            model_profiles=frozenset({settings.llm_model, "whisperx",
+                                      *settings.model_concurrency,
+                                      *settings.metrics_model_profiles}),
+        )
+
+    def job(self, task_type: str, model_profile: str) -> tuple[str, str]:
+        return (task_type if task_type in self.task_types else OTHER,
+                model_profile if model_profile in self.model_profiles else OTHER)
+
+
+# Until configure() is called: the built-in task types and the default profiles.
+_known = KnownLabels(BUILTIN_TASK_TYPES, frozenset({Settings.llm_model, "whisperx"}))
+
+
+def configure(settings: Settings) -> None:
+    """Keep the labels these settings name. Values add up: a process configured twice (the
+    tests build many apps) keeps both sets, still a bounded number."""
+    global _known
+    mine = KnownLabels.of(settings)
+    _known = KnownLabels(_known.task_types | mine.task_types,
+                         _known.model_profiles | mine.model_profiles)
+
+
+def job_labels(job: dict) -> tuple[str, str]:
+    """(task_type, model_profile) of a job as its series are labelled."""
+    return _known.job(job["task_type"], job["model_profile"])
+
+
+def category_label(category: str) -> str:
+    return category if category in ERROR_CATEGORIES else OTHER
 
 JOBS_CREATED = Counter(
     "ai_jobs_created_total", "Jobs created.", ["task_type", "model_profile"]
@@ -80,8 +140,11 @@ class QueueCollector(Collector):
             "ai_oldest_pending_job_age_seconds", "Age of the oldest pending job (0: none)."
         )
         snapshot = self.repository.queue_snapshot()
+        counts: Tally[tuple[str, str, str]] = Tally()
         for row in snapshot["depth"]:
-            depth.add_metric([row["status"], row["task_type"], row["model_profile"]], row["count"])
+            counts[(row["status"], *job_labels(row))] += row["count"]
+        for labels, count in counts.items():
+            depth.add_metric(list(labels), count)
         oldest.add_metric([], snapshot["oldest_pending_age_seconds"] or 0.0)
         yield depth
         yield oldest
@@ -102,16 +165,15 @@ def render(repository: JobRepository) -> tuple[bytes, str]:
 
 def record_created(created: list[tuple[dict, bool]]) -> None:
     """(job, created) pairs from create_jobs; jobs an idempotency key returned are not new."""
-    for job, new in created:
-        if new:
-            JOBS_CREATED.labels(job["task_type"], job["model_profile"]).inc()
+    for labels, count in Tally(job_labels(job) for job, new in created if new).items():
+        JOBS_CREATED.labels(*labels).inc(count)
 
 
 def _by_labels(jobs: Iterable[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Jobs grouped by (task_type, model_profile): one label lookup per group, not per job."""
+    """Jobs grouped by their labels: one label lookup per group, not per job."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for job in jobs:
-        groups.setdefault((job["task_type"], job["model_profile"]), []).append(job)
+        groups.setdefault(job_labels(job), []).append(job)
     return groups
 
 
@@ -130,8 +192,9 @@ def record_completed(jobs: Iterable[dict]) -> None:
 
 def record_finished(job: dict, category: str | None = None) -> None:
     """A stored outcome: completed (category None) or a failed attempt."""
-    labels = (job["task_type"], job["model_profile"])
+    labels = job_labels(job)
     if category is None:
         JOBS_COMPLETED.labels(*labels).inc()
     else:
-        JOBS_FAILED.labels(*labels, category, str(job["status"] == "failed").lower()).inc()
+        final = str(job["status"] == "failed").lower()
+        JOBS_FAILED.labels(*labels, category_label(category), final).inc()

@@ -142,9 +142,12 @@ _INSERT_JOBS_BRIEF = _insert_jobs(
     "id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id, attempts, "
     "error_category, error_message")
 
+# The input is compared here, as jsonb: read back into Python a number jsonb keeps as an exact
+# decimal is an int (1e23 → 100000000000000000000000), unequal to the float that was resent.
 _SELECT_BY_IDEMPOTENCY = text("""
-SELECT j.* FROM jobs j
-JOIN jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(owner_service text, idempotency_key text)
+SELECT j.*, j.input = k.input AS same_input FROM jobs j
+JOIN jsonb_to_recordset(CAST(:keys AS jsonb))
+  AS k(owner_service text, idempotency_key text, input jsonb)
   ON j.owner_service = k.owner_service AND j.idempotency_key = k.idempotency_key
 """)
 
@@ -640,22 +643,30 @@ class JobRepository:
             if inserted:
                 _notify_workers(conn)
         return [
-            (inserted[j.id], True) if j.id in inserted else (existing[j.idempotency_key], False)
+            (inserted[j.id], True) if j.id in inserted
+            else (existing[(j.owner_service, j.idempotency_key)], False)
             for j in jobs
         ]
 
-    def _existing_for(self, conn: Connection, skipped: list[NewJob]) -> dict[str, Row]:
+    def _existing_for(
+        self, conn: Connection, skipped: list[NewJob]
+    ) -> dict[tuple[str, str | None], Row]:
+        """The jobs the skipped items' keys made, by (owner service, key): a key is each owner
+        service's own, and an admin's batch may name several services."""
         if not skipped:
             return {}
         keys = _dump([
-            {"owner_service": j.owner_service, "idempotency_key": j.idempotency_key}
+            {"owner_service": j.owner_service, "idempotency_key": j.idempotency_key,
+             "input": j.input}
             for j in skipped
         ])
-        found = {r["idempotency_key"]: dict(r)
-                 for r in conn.execute(_SELECT_BY_IDEMPOTENCY, {"keys": keys}).mappings()}
+        rows = [dict(r) for r in conn.execute(_SELECT_BY_IDEMPOTENCY, {"keys": keys}).mappings()]
+        found = {(r["owner_service"], r["idempotency_key"]): r for r in rows}
         for job in skipped:
-            row = found[job.idempotency_key]
-            differs = [f for f in IDEMPOTENT_FIELDS if row[f] != getattr(job, f)]
+            row = found[(job.owner_service, job.idempotency_key)]
+            differs = [f for f in IDEMPOTENT_FIELDS if f != "input" and row[f] != getattr(job, f)]
+            if not row.pop("same_input"):
+                differs.append("input")
             if differs:
                 raise IdempotencyConflict(
                     f"idempotency_key {job.idempotency_key!r} was used for a different job",

@@ -4,6 +4,7 @@ these, so they are the contract remote callers and workers code against."""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
@@ -23,6 +24,8 @@ MAX_LIST_LIMIT = 200
 MAX_CLAIM_LIMIT = 1000
 MAX_LEASE_SECONDS = 3600
 MAX_MESSAGE_LENGTH = 10_000
+# A refusal names this many errors at each level and counts the rest (see InputSchema).
+MAX_ITEM_ERRORS = 20
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
@@ -67,7 +70,63 @@ class JsonObject(fields.Dict):
         return result
 
 
-class JobFieldsSchema(Schema):
+def _storable_time(value: datetime) -> None:
+    """PostgreSQL stores any year, but a time that is not in years 1-9999 in UTC cannot be read
+    back into Python: refused here rather than by the database after the insert."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("out of range (years 1 to 9999 in UTC)") from None
+
+
+class InputSchema(Schema):
+    """What a request sends. A refusal lists at most MAX_ITEM_ERRORS entries at each level and
+    counts the rest: listing every one answered a megabyte of `1,1,1…` with 20 MB."""
+
+    def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
+        raise ValidationError(_capped(error.messages)) from error
+
+
+def _capped(messages: Any) -> Any:
+    """The first entries of each mapping of errors (keys as text, cut short), and a count of
+    the rest. A nested schema's errors arrive capped already, their count of the rest kept."""
+    if isinstance(messages, dict):
+        keys = [key for key in messages if key != "more"]
+        shown = {str(key)[:100]: _capped(messages[key]) for key in keys[:MAX_ITEM_ERRORS]}
+        if len(keys) > MAX_ITEM_ERRORS:
+            shown["more"] = [f"{len(keys) - MAX_ITEM_ERRORS} more are invalid, not listed"]
+        elif "more" in messages:
+            shown["more"] = messages["more"]
+        return shown
+    if isinstance(messages, list) and len(messages) > MAX_ITEM_ERRORS:
+        return [*messages[:MAX_ITEM_ERRORS],
+                f"{len(messages) - MAX_ITEM_ERRORS} more errors, not listed"]
+    return messages
+
+
+class CountedList(fields.List):
+    """A list whose length is checked before its items: a hundred thousand items were each
+    validated only for the list to be refused as too long."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, list):
+            for validator in self.validators:
+                if isinstance(validator, validate.Length):
+                    validator(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JobItems(fields.List):
+    """A batch's items: only the list is checked here; JobBatchCreateSchema checks each item,
+    with the errors capped (the inner field still documents the items as objects)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return value
+
+
+class JobFieldsSchema(InputSchema):
     """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
 
     owner_service = _name(m.OWNER_SERVICE_MAX)
@@ -80,6 +139,7 @@ class JobFieldsSchema(Schema):
         metadata={"description": "Higher is claimed first. Default 0."},
     )
     run_after = fields.AwareDateTime(
+        validate=_storable_time,
         metadata={"description": "Not claimable before this time. Default now."}
     )
     max_attempts = fields.Integer(
@@ -99,9 +159,9 @@ class JobCreateSchema(JobFieldsSchema):
     input = JsonObject(required=True)
 
 
-class JobBatchCreateSchema(Schema):
+class JobBatchCreateSchema(InputSchema):
     defaults = fields.Nested(JobFieldsSchema, load_default=dict)
-    jobs = fields.List(
+    jobs = JobItems(
         fields.Dict(), required=True, validate=validate.Length(min=1),
         metadata={"description": "Per-item fields override `defaults`."},
     )
@@ -117,7 +177,7 @@ class JobBatchCreateSchema(Schema):
         jobs, errors = [], {}
         for index, item in enumerate(data["jobs"]):
             try:
-                job = {**defaults, **_JOB_FIELDS.load(item)}
+                job = {**defaults, **_load_item(item)}
             except ValidationError as exc:
                 errors[index] = exc.messages
                 continue
@@ -129,6 +189,12 @@ class JobBatchCreateSchema(Schema):
         if errors:
             raise ValidationError(errors, "jobs")
         return jobs
+
+
+def _load_item(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValidationError(["Not a valid mapping type."])
+    return _JOB_FIELDS.load(item)
 
 
 class JobSchema(Schema):
@@ -175,7 +241,7 @@ class ClaimedJobSchema(JobSchema):
     )
 
 
-class JobListQuerySchema(Schema):
+class JobListQuerySchema(InputSchema):
     class Meta:
         unknown = EXCLUDE
 
@@ -215,11 +281,11 @@ class JobBatchSchema(Schema):
     created = fields.Integer(metadata={"description": "How many were new (the rest existed)."})
 
 
-class ClaimSchema(Schema):
+class ClaimSchema(InputSchema):
     worker_id = _name(m.WORKER_ID_MAX, required=True)
     limit = fields.Integer(load_default=1, validate=validate.Range(1, MAX_CLAIM_LIMIT))
-    task_types = fields.List(_name(m.TASK_TYPE_MAX), validate=validate.Length(min=1, max=100))
-    model_profiles = fields.List(
+    task_types = CountedList(_name(m.TASK_TYPE_MAX), validate=validate.Length(min=1, max=100))
+    model_profiles = CountedList(
         _name(m.MODEL_PROFILE_MAX), validate=validate.Length(min=1, max=100)
     )
     lease_seconds = fields.Float(validate=validate.Range(1, MAX_LEASE_SECONDS))
@@ -229,7 +295,7 @@ class ClaimedSchema(Schema):
     jobs = fields.List(fields.Nested(ClaimedJobSchema))
 
 
-class LeaseSchema(Schema):
+class LeaseSchema(InputSchema):
     worker_id = _name(m.WORKER_ID_MAX, required=True)
     lease_token = fields.UUID(required=True)
 

@@ -219,7 +219,7 @@ class Worker:
                           extra=job_context(job))
             return Failed("internal_error", f"{type(exc).__name__} in the runner", retryable=True)
         finally:
-            metrics.JOB_RUN_SECONDS.labels(job["task_type"], job["model_profile"]).observe(
+            metrics.JOB_RUN_SECONDS.labels(*metrics.job_labels(job)).observe(
                 time.monotonic() - started
             )
 

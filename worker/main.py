@@ -11,7 +11,7 @@ from types import FrameType
 from prometheus_client import start_http_server
 from sqlalchemy.engine import make_url
 
-from ai_service import db
+from ai_service import db, metrics
 from ai_service.app import make_repository
 from ai_service.config import ConfigError, Settings, load_settings
 from ai_service.logs import configure_logging
@@ -64,6 +64,7 @@ def main() -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    metrics.configure(settings)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
     # Job slots never touch the database (outcomes go through the result writer): the claim,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ai_service import metrics
 from ai_service.api import repository, services
 from ai_service.api.auth import allow, principal
+from ai_service.api.bodies import Blueprint, json_body
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
 from ai_service.errors import Forbidden, InvalidInput
 from ai_service.repository import Lease, NewJob
@@ -52,6 +54,25 @@ def _check_owner(jobs: list[dict[str, Any]]) -> None:
         )
 
 
+def _batch_within_limit(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Count a batch's items before any is validated: validating a megabyte of `{}` items
+    took seconds, only to refuse the batch for its size."""
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        body = json_body()
+        items = body.get("jobs") if isinstance(body, dict) else None
+        limit = services().settings.max_batch_size
+        if isinstance(items, list) and len(items) > limit:
+            raise InvalidInput(
+                f"a batch holds at most {limit} jobs",
+                {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
+            )
+        return view(*args, **kwargs)
+
+    return checked
+
+
 def _lease(job_id: uuid.UUID, body: dict[str, Any]) -> Lease:
     return Lease(job_id=job_id, worker_id=body["worker_id"], lease_token=body["lease_token"])
 
@@ -80,17 +101,12 @@ class Jobs(MethodView):
 @blp.route("/batch")
 class JobBatch(MethodView):
     @allow(*CALLERS)
+    @_batch_within_limit
     @blp.arguments(JobBatchCreateSchema)
     @blp.response(201, JobBatchSchema)
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
         _check_owner(items)
-        limit = services().settings.max_batch_size
-        if len(items) > limit:
-            raise InvalidInput(
-                f"a batch holds at most {limit} jobs",
-                {"fields": {"jobs": [f"{len(items)} jobs, at most {limit} allowed"]}},
-            )
         created = repository().create_jobs([NewJob(**item) for item in items], brief=True)
         metrics.record_created(created)
         jobs = [{**job, "created": new} for job, new in created]

@@ -89,3 +89,11 @@ def test_model_concurrency_rejects_malformed_entries() -> None:
 def test_redact_url_drops_credentials() -> None:
     assert redact_url("http://user:pw@host:8000/v1") == "http://***@host:8000/v1"
     assert redact_url("http://host/v1") == "http://host/v1"
+
+
+def test_the_metrics_label_lists_are_read_as_sets_of_names() -> None:
+    s = load_settings({**BASE, "METRICS_TASK_TYPES": " call_analysis, tg_analysis,,",
+                       "METRICS_MODEL_PROFILES": "vision"})
+    assert s.metrics_task_types == {"call_analysis", "tg_analysis"}
+    assert s.metrics_model_profiles == {"vision"}
+    assert load_settings(BASE).metrics_task_types == frozenset()
