@@ -20,10 +20,10 @@ from ai_service.revocation import RevocationListener
 log = logging.getLogger(__name__)
 
 # How long a looked-up token may be served from memory at most. Revocation does not wait for
-# it (a NOTIFY retires the cache at once, see ai_service/revocation.py); it bounds what a
-# notification lost without the listener noticing could cost, and busy clients still do not
-# cost a query per request.
-TOKEN_CACHE_SECONDS = 5.0
+# it: a NOTIFY retires the cache at once (ai_service/revocation.py), and the cache is not used
+# while that listener is not delivering. It only bounds what a notification lost without the
+# listener noticing could cost (its TCP keepalives notice a silent cut sooner).
+TOKEN_CACHE_SECONDS = 60.0
 OPEN_PATHS = frozenset({"/api/v1/openapi.json"})
 
 F = TypeVar("F", bound=Callable[..., Any])
