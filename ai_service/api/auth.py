@@ -47,7 +47,7 @@ class TokenCache:
         digest = hash_token(token)
         # Taken before the lookup: an answer read before a revocation is filed under the
         # generation that revocation retires, never under the one after it.
-        generation = self._trusted_generation()
+        generation = self.trusted_generation()
         now = time.monotonic()
         with self._lock:
             cached = self._entries.get(digest)
@@ -67,7 +67,7 @@ class TokenCache:
             if self._listener is not None:
                 self._listener.stop()
 
-    def _trusted_generation(self) -> int | None:
+    def trusted_generation(self) -> int | None:
         """The listener's generation, starting it in this process first if need be: lazily,
         because gunicorn forks after the app may have been built, and a thread does not
         survive a fork."""
