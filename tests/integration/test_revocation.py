@@ -13,10 +13,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from ai_service import db
 from ai_service.api.auth import TokenCache
-from ai_service.localpg import free_port
+from ai_service.app import make_repository
+from ai_service.config import Settings
+from ai_service.localpg import LocalCluster, free_port
 from ai_service.repository import TOKENS_CHANNEL, JobRepository, TokenRepository
-from tests.conftest import issue_token
+from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
 
 STATS = "/api/v1/stats"
@@ -146,3 +149,28 @@ def test_the_listener_reconnects_after_its_connection_is_killed_and_trusts_nothi
     other, other_token = cached_client(app, cache, repo)
     TokenRepository(repo).revoke_token(token_name(repo, other_token))
     poll(lambda: other.get(STATS).status_code == 401, "the revocation to be heard")
+
+
+def test_the_listener_survives_a_postgresql_restart_and_hears_revocations_after_it(
+    own_cluster: LocalCluster, make_app: Callable[[Settings], Flask]
+) -> None:
+    own_cluster.create_database("revocations")
+    url = own_cluster.url("revocations")
+    db.migrate(url)
+    app = make_app(make_settings(url))
+    repo = make_repository(make_settings(url), "test-revocations")
+    try:
+        cache = app.extensions["ai_service_tokens"]
+        cache.ttl = 3600
+        client, token = cached_client(app, cache, repo)
+
+        own_cluster.stop(mode="immediate")
+        poll(lambda: cache.trusted_generation() is None, "the listener to notice the outage")
+        own_cluster.start()
+        poll(lambda: cache.trusted_generation() is not None, "the listener to come back")
+
+        assert client.get(STATS).status_code == 200
+        TokenRepository(repo).revoke_token(token_name(repo, token))
+        poll(lambda: client.get(STATS).status_code == 401, "the revocation to be heard")
+    finally:
+        repo.engine.dispose()
