@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 5.0
 RECONNECT_FIRST = 0.5
 RECONNECT_CAP = 10.0
+UNDELIVERED_RETRY = 60.0  # where NOTIFY is not delivered, look again now and then
 # A connection cut without a FIN (a dead NAT entry, a pulled cable) must still be noticed:
 # without keepalives the listener would wait on it, trusted, until the kernel gives up.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
@@ -53,6 +54,7 @@ class RevocationListener(threading.Thread):
         self._lock = threading.Lock()
         self._generation = 0
         self._delivering = False
+        self._said_undelivered = False
 
     def trusted_generation(self) -> int | None:
         """The current generation while notifications are being delivered; None in a gap."""
@@ -84,9 +86,11 @@ class RevocationListener(threading.Thread):
             if not self._probe_returns(conn):
                 # PgBouncer in transaction mode accepts LISTEN and delivers nothing; trusting
                 # the cache there would keep revoked tokens working.
-                log.warning("NOTIFY is not delivered on this connection (a pooler in "
-                            "transaction mode?): tokens are looked up on every request")
-                self.stopping.wait(RECONNECT_CAP * 6)
+                if not self._said_undelivered:
+                    log.warning("NOTIFY is not delivered on this connection (a pooler in "
+                                "transaction mode?): tokens are looked up on every request")
+                    self._said_undelivered = True
+                self.stopping.wait(UNDELIVERED_RETRY)
                 return
             self._advance(delivering=True)
             log.info("listening for token revocations on %s", TOKENS_CHANNEL)
