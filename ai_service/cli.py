@@ -73,7 +73,7 @@ def _revoke_token(settings: Settings, args: argparse.Namespace) -> int:
     if revoked == 0:
         print(f"no active token named {args.name!r}", file=sys.stderr)
         return 1
-    print(f"token {args.name!r} revoked; its operations page sessions are ended")
+    print(f"token {args.name!r} revoked: refused from now on, its page sessions ended")
     return 0
 
 
