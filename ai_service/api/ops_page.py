@@ -26,6 +26,8 @@ from ai_service.sessions import OpsSession, OpsSessionRepository
 blp = Blueprint("ops_page", __name__)
 
 COOKIE = "ai_service_session"
+# Before sessions, the cookie held the admin token itself: a browser that still has it loses it.
+TOKEN_COOKIE = "ai_service_token"
 REFRESH_SECONDS = 10
 # Messages the sign-in form may show, by the code in its URL: a link cannot make the page say
 # anything else.
@@ -104,6 +106,8 @@ def _chart(throughput: list[dict[str, int]]) -> dict[str, Any]:
 @blp.after_request
 def _page_headers(response: Response) -> Response:
     response.headers.update(PAGE_HEADERS)
+    if TOKEN_COOKIE in request.cookies:
+        response.delete_cookie(TOKEN_COOKIE, httponly=True, samesite="Strict")
     return response
 
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-from ai_service.api.ops_page import COOKIE
+from ai_service.api.ops_page import COOKIE, TOKEN_COOKIE
 from ai_service.auth import hash_token
 from ai_service.config import Settings
 from ai_service.repository import JobRepository, TokenRepository
@@ -102,8 +102,10 @@ def test_the_session_cookie_does_not_authenticate_the_api(app: Flask, admin_toke
 def test_the_api_token_in_a_cookie_does_not_open_the_page(app: Flask, admin_token: str) -> None:
     client = app.test_client()
     client.set_cookie(COOKIE, admin_token)
-    client.set_cookie("ai_service_token", admin_token)  # the cookie the page used to set
-    assert not shows_the_page(client.get("/"))
+    client.set_cookie(TOKEN_COOKIE, admin_token)  # the cookie the page used to set
+    response = client.get("/")
+    assert not shows_the_page(response)
+    assert client.get_cookie(TOKEN_COOKIE) is None  # and now takes away
 
 
 def test_only_an_admin_token_opens_a_session(app: Flask, repo: JobRepository) -> None:
