@@ -65,7 +65,8 @@ def _form_is_genuine(session: OpsSession) -> bool:
         cross_site = request.headers.get("Sec-Fetch-Site", "same-origin") not in (
             "same-origin", "none")
         return not cross_site and (origin is None or urlsplit(origin).netloc == request.host)
-    return hmac.compare_digest(request.form.get("csrf", ""), session.csrf_token)
+    # As bytes: compare_digest refuses a str that is not ASCII, and a forged form may send one.
+    return hmac.compare_digest(request.form.get("csrf", "").encode(), session.csrf_token.encode())
 
 
 def _trusted_proxy(peer: str) -> bool:

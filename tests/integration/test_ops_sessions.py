@@ -173,7 +173,9 @@ def test_retry_cancel_and_sign_out_need_the_sessions_csrf_token(
     someone_elses = csrf_of(signed_in(app, issue_token(repo, "admin")))
     assert csrf != someone_elses
 
-    for forged in ({}, {"csrf": ""}, {"csrf": "x" * len(csrf)}, {"csrf": someone_elses}):
+    forgeries = ({}, {"csrf": ""}, {"csrf": "x" * len(csrf)}, {"csrf": "é" * len(csrf)},
+                 {"csrf": someone_elses})
+    for forged in forgeries:
         for path in (f"/ops/jobs/{job_id}/retry", f"/ops/jobs/{job_id}/cancel", "/logout"):
             refused = browser.post(path, data=forged)
             assert refused.status_code == 403, (path, forged)
