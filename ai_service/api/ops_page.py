@@ -93,6 +93,18 @@ def client_address() -> str:
     return peer
 
 
+def sign_in_key(address: str) -> str:
+    """Whose failed sign-ins these are: the address, or for IPv6 its /64, since one client
+    usually holds a whole /64 and could otherwise start afresh from each of its addresses."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _chart(throughput: list[dict[str, int]]) -> dict[str, Any]:
     """Bar geometry for the inline SVG: completed and failed per 5 minutes, last hour."""
     top = max([b["completed"] + b["failed"] for b in throughput] + [1])
@@ -131,7 +143,7 @@ def page() -> Any:
 
 @blp.post("/login")
 def login() -> Any:
-    address = client_address()
+    address = sign_in_key(client_address())
     waiting = _sessions().blocked_for(address)
     if waiting is not None:
         return _too_many(waiting)

@@ -315,3 +315,12 @@ def test_without_auth_the_page_takes_no_cross_site_form(
                                            "Sec-Fetch-Site": "same-origin"})
     assert same_site.status_code == 303
     assert repo.get_job(job_id)["status"] == "pending"
+
+
+def test_ipv6_sign_in_failures_count_per_64(app: Flask, repo: JobRepository) -> None:
+    for n in range(LOGIN_FREE_FAILURES):
+        assert sign_in(from_address(app, f"2001:db8:1:2::{n + 1:x}"), "ais_x").status_code == 303
+    assert sign_in(from_address(app, "2001:db8:1:2:ffff::9"), "ais_x").status_code == 429
+    assert sign_in(from_address(app, "2001:db8:1:3::1"), "ais_x").status_code == 303
+    rows = run_sql(repo, "SELECT address FROM ops_login_failures ORDER BY address")
+    assert [r.address for r in rows] == ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
