@@ -69,14 +69,15 @@ class TokenCache:
 
     def trusted_generation(self) -> int | None:
         """The listener's generation, starting it in this process first if need be: lazily,
-        because gunicorn forks after the app may have been built, and a thread does not
-        survive a fork."""
+        because gunicorn forks after the app may have been built and a thread does not
+        survive a fork (nor, should it ever end, is it left ended)."""
         if self.conninfo is None:
             return None
         with self._lock:
             if self._closed:
                 return None
-            if self._listener is None or self._listener_pid != os.getpid():
+            if (self._listener is None or self._listener_pid != os.getpid()
+                    or not self._listener.is_alive()):
                 self._entries.clear()
                 self._listener = RevocationListener(self.conninfo)
                 self._listener_pid = os.getpid()
