@@ -324,3 +324,17 @@ def test_ipv6_sign_in_failures_count_per_64(app: Flask, repo: JobRepository) -> 
     assert sign_in(from_address(app, "2001:db8:1:3::1"), "ais_x").status_code == 303
     rows = run_sql(repo, "SELECT address FROM ops_login_failures ORDER BY address")
     assert [r.address for r in rows] == ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(
+    app: Flask, admin_token: str
+) -> None:
+    browser = signed_in(app, admin_token)
+    first = browser.get_cookie(COOKIE).value
+    assert sign_in(browser, admin_token).status_code == 303
+    assert browser.get_cookie(COOKIE).value != first
+
+    stale = app.test_client()
+    stale.set_cookie(COOKIE, first)
+    assert not shows_the_page(stale.get("/"))
+    assert shows_the_page(browser.get("/"))
