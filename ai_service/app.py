@@ -17,6 +17,8 @@ from ai_service.api.errors import ServiceApi, error_response, register_error_han
 from ai_service.config import Settings, load_settings
 from ai_service.logs import configure_logging
 from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
+from ai_service.revocation import libpq_url
+from ai_service.sessions import OpsSessionRepository
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     _register_request_id(app)
-    tokens = TokenCache(TokenRepository(repository))
+    tokens = TokenCache(TokenRepository(repository), libpq_url(settings.database_url))
     app.extensions["ai_service_tokens"] = tokens
+    app.extensions["ai_service_sessions"] = OpsSessionRepository(repository)
     register_auth(app, tokens, settings.auth_disabled)
     _require_json_bodies(app)
 

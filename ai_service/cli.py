@@ -10,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ai_service import db
-from ai_service.api.auth import TOKEN_CACHE_SECONDS
 from ai_service.app import make_repository
 from ai_service.auth import ROLE_CALLER, hash_token
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration, redact_url
@@ -74,7 +73,7 @@ def _revoke_token(settings: Settings, args: argparse.Namespace) -> int:
     if revoked == 0:
         print(f"no active token named {args.name!r}", file=sys.stderr)
         return 1
-    print(f"token {args.name!r} revoked (servers notice within {TOKEN_CACHE_SECONDS:.0f}s)")
+    print(f"token {args.name!r} revoked: refused from now on, its page sessions ended")
     return 0
 
 

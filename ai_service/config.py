@@ -6,6 +6,7 @@ misconfigured dyno dies at boot instead of failing its first job an hour later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -62,6 +63,19 @@ def parse_model_concurrency(text: str) -> dict[str, int]:
 def parse_names(text: str) -> frozenset[str]:
     """'call_analysis, tg_analysis' → {'call_analysis', 'tg_analysis'}."""
     return frozenset(filter(None, (part.strip() for part in text.split(","))))
+
+
+def parse_address_list(text: str) -> tuple[str, ...]:
+    """'127.0.0.1,10.0.0.0/8' → each a valid address or network; '*' trusts every peer."""
+    entries = tuple(filter(None, (part.strip() for part in text.split(","))))
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {entry!r}") from None
+    return entries
 
 
 def to_sqlalchemy_url(url: str) -> str:
@@ -125,6 +139,10 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     auth_disabled: bool = False
+    ops_session_lifetime: float = 12 * 3600.0
+    # Peers whose X-Forwarded-* headers are believed: the variable gunicorn reads for the
+    # scheme, so one setting decides both the scheme and the client address behind nginx.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 def _default_worker_id() -> str:
@@ -165,13 +183,15 @@ _PARSERS = {
     "LOG_LEVEL": ("log_level", str.upper),
     "LOG_FORMAT": ("log_format", str.lower),
     "AUTH_DISABLED": ("auth_disabled", parse_bool),
+    "OPS_SESSION_LIFETIME": ("ops_session_lifetime", parse_duration),
+    "FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", parse_address_list),
 }
 
 _POSITIVE = {
     "http_port", "worker_poll_interval", "worker_claim_limit", "worker_claim_batch",
     "worker_lease", "llm_timeout",
     "whisperx_timeout", "max_content_length", "max_batch_size", "db_pool_size",
-    "whisperx_max_audio_bytes",
+    "whisperx_max_audio_bytes", "ops_session_lifetime",
 }
 _NON_NEGATIVE = {
     "worker_shutdown_grace", "retry_backoff_base", "retry_backoff_max", "max_deferrals",

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -174,3 +175,35 @@ class ApiToken(Base):
         Index("uq_api_tokens_active_name", "name", unique=True,
               postgresql_where=text("revoked_at IS NULL")),
     )
+
+
+class OpsSession(Base):
+    """A signed-in browser of the operations page. The cookie holds a random id; only its
+    SHA-256 is stored, so a read of this table opens no session."""
+
+    __tablename__ = "ops_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_tokens.id", ondelete="CASCADE")
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_ops_sessions_token_id", "token_id"),
+        Index("ix_ops_sessions_expires_at", "expires_at"),
+    )
+
+
+class OpsLoginFailure(Base):
+    """Failed sign-ins from one client address since it was last quiet for a while."""
+
+    __tablename__ = "ops_login_failures"
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

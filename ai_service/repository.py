@@ -34,7 +34,7 @@ from ai_service.errors import (
     JobNotFound,
     JobStateConflict,
 )
-from ai_service.models import FINISHED_STATUSES, JOB_STATUSES, ApiToken, Job, JobEvent
+from ai_service.models import FINISHED_STATUSES, JOB_STATUSES, ApiToken, Job, JobEvent, OpsSession
 
 Row = dict[str, Any]
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
@@ -45,6 +45,9 @@ STOP_PREFIX = "stop:"
 jobs_table = Job.__table__
 events_table = JobEvent.__table__
 tokens_table = ApiToken.__table__
+ops_sessions_table = OpsSession.__table__
+# Every web process LISTENs here (ai_service/revocation.py) and forgets its cached tokens.
+TOKENS_CHANNEL = "ai_service_tokens"
 
 # Fields that must match when an idempotency key is reused.
 IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
@@ -1004,12 +1007,21 @@ class TokenRepository:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def revoke_token(self, name: str) -> int:
-        """Revoke the active token with this name; returns how many were revoked (0 or 1)."""
+        """Revoke the active token with this name, end the page sessions opened with it and tell
+        every web process, in one transaction: once it commits, no process serves the token
+        from its cache. Returns how many were revoked (0 or 1)."""
         c = tokens_table.c
         update = (tokens_table.update().where(c.name == name, c.revoked_at.is_(None))
-                  .values(revoked_at=func.now()))
+                  .values(revoked_at=func.now()).returning(c.id))
+        s = ops_sessions_table.c
         with self._transaction() as conn:
-            return conn.execute(update).rowcount
+            revoked = [row.id for row in conn.execute(update)]
+            if revoked:
+                conn.execute(ops_sessions_table.update()
+                             .where(s.token_id.in_(revoked), s.ended_at.is_(None))
+                             .values(ended_at=func.now()))
+                conn.execute(_NOTIFY, {"channel": TOKENS_CHANNEL})
+        return len(revoked)
 
     def principal_for(self, token_hash: str) -> Principal | None:
         c = tokens_table.c

@@ -100,7 +100,7 @@ def web(web_proc: Proc, base_env: dict[str, str]) -> str:
         try:
             if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return url
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine: ask again
             pass
         time.sleep(0.1)
     raise AssertionError(f"gunicorn did not become ready:\n{proc.log()}")

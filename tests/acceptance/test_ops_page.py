@@ -8,13 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from ai_service.api.ops_page import COOKIE
+from ai_service.app import make_repository
+from ai_service.repository import TokenRepository
 from tests.acceptance.helpers import Api, create
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.acceptance
 
@@ -52,7 +57,7 @@ def failed_job(api: Api) -> str:
 
 def text(driver: webdriver.Chrome, css: str) -> str:
     """The element's text, once the page that has it has loaded (a form post navigates)."""
-    found = WebDriverWait(driver, 10).until(
+    found = WebDriverWait(driver, 30).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
     )
     return found.text.strip()
@@ -90,3 +95,54 @@ def test_the_page_asks_for_an_admin_token(api: Api, browser: webdriver.Chrome) -
     browser.find_element(By.ID, "token").send_keys("ais_not-a-token")
     browser.find_element(By.ID, "sign-in").click()
     assert "admin token is needed" in text(browser, "#login-error")
+
+
+def sign_in(driver: webdriver.Chrome, url: str, token: str) -> None:
+    driver.get(url + "/")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "sign-in").click()
+    text(driver, "#total-pending")
+
+
+def opens_the_page(url: str, session_id: str) -> bool:
+    """Whether this cookie, copied out of the browser, opens the page for someone else."""
+    body = requests.get(url + "/", cookies={COOKIE: session_id}, timeout=10).text
+    assert 'id="total-pending"' in body or 'id="sign-in"' in body, body
+    return 'id="total-pending"' in body
+
+
+def test_signing_out_ends_the_session_even_for_a_copied_cookie(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    token = api.headers["Authorization"].split()[1]
+    sign_in(browser, api.url, token)
+    cookie = browser.get_cookie(COOKIE)
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert token not in cookie["value"]
+    assert opens_the_page(api.url, cookie["value"])
+    copied_as_bearer = requests.get(f"{api.url}/api/v1/stats", timeout=10,
+                                    headers={"Authorization": f"Bearer {cookie['value']}"})
+    assert copied_as_bearer.status_code == 401
+
+    browser.find_element(By.ID, "sign-out").click()
+
+    assert "sign in again" in text(browser, "#login-error")
+    assert browser.get_cookie(COOKIE) is None
+    assert not opens_the_page(api.url, cookie["value"])
+
+
+def test_revoking_the_token_ends_its_page_session(
+    api: Api, browser: webdriver.Chrome, database_url: str
+) -> None:
+    repository = make_repository(make_settings(database_url), "test-page-revoke")
+    try:
+        token = TokenRepository(repository).issue_token("page-operator", "admin")
+        sign_in(browser, api.url, token)
+
+        assert TokenRepository(repository).revoke_token("page-operator") == 1
+    finally:
+        repository.engine.dispose()
+
+    browser.refresh()
+    assert text(browser, "#sign-in") == "Sign in"
+    assert not opens_the_page(api.url, browser.get_cookie(COOKIE)["value"])

@@ -28,7 +28,7 @@ def repo(settings: Settings) -> Iterator[JobRepository]:
 def app(settings: Settings) -> Iterator[Flask]:
     application = create_app(settings)
     yield application
-    application.extensions["ai_service"].repository.engine.dispose()
+    close_app(application)
 
 
 @pytest.fixture
@@ -59,4 +59,11 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
 
     yield build
     for application in made:
-        application.extensions["ai_service"].repository.engine.dispose()
+        close_app(application)
+
+
+def close_app(application: Flask) -> None:
+    """Stop its revocation listener (started by the first authenticated request) and close
+    its pool, so nothing outlives the test's database."""
+    application.extensions["ai_service_tokens"].close()
+    application.extensions["ai_service"].repository.engine.dispose()
