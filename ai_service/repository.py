@@ -1020,7 +1020,7 @@ class TokenRepository:
                 conn.execute(ops_sessions_table.update()
                              .where(s.token_id.in_(revoked), s.ended_at.is_(None))
                              .values(ended_at=func.now()))
-                conn.execute(_NOTIFY, {"channel": TOKENS_CHANNEL})
+                conn.execute(_NOTIFY, {"channel": TOKENS_CHANNEL, "payload": ""})
         return len(revoked)
 
     def principal_for(self, token_hash: str) -> Principal | None:
