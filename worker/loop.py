@@ -73,6 +73,7 @@ class Worker:
         self.wake = threading.Event()  # new work may be there, or a slot freed, or stop asked
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
         self.hard_stop = threading.Event()  # give back at once
+        self.failure: str | None = None  # why the worker stopped itself, if it did (fail)
         # One thread per slot, fed through a queue: a job costs one hand-over, where an
         # executor adds a future and its bookkeeping to every job.
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
@@ -94,6 +95,15 @@ class Worker:
             log.info("stop signal: no new claims, letting %d running jobs finish (grace %.0fs)",
                      self.running_count(), self.config.shutdown_grace)
             self.stopping.set()
+        self.wake.set()
+
+    def fail(self, reason: str) -> None:
+        """Something this worker cannot run without has broken (a thread died): give running
+        jobs back and stop now; run() returns with `failure` set, for an exit non-zero."""
+        log.error("worker failed (%s): giving running jobs back and stopping", reason)
+        self.failure = reason
+        self.stopping.set()
+        self.hard_stop.set()
         self.wake.set()
 
     def running_count(self) -> int:
