@@ -230,26 +230,36 @@ class Worker:
     # ----- leases -----------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Renew every third of a lease; after a failed renewal, again as soon as the database
+        may be back (the backoff), so leases still live when it returns are kept."""
         interval = self.config.lease_seconds / 3
-        while not self.hard_stop.wait(interval):
-            self.renew_leases()
+        backoff = Backoff()
+        wait = interval
+        while not self.hard_stop.wait(wait):
+            if self.renew_leases():
+                backoff.reset()
+                wait = interval
+            else:
+                wait = min(interval, backoff.next())
 
-    def renew_leases(self) -> None:
-        """Extend every running job's lease in one statement; abandon the ones we lost."""
+    def renew_leases(self) -> bool:
+        """Extend every running job's lease in one statement; abandon the ones we lost.
+        False: the database was unavailable."""
         with self._lock:
             held = [r for r in self._running.values() if not r.lost and not r.storing]
         if not held:
-            return
+            return True
         try:
             still = self.repository.heartbeat_jobs(
                 self.config.worker_id, [r.lease for r in held], self.config.lease_seconds
             )
         except DatabaseUnavailable:
             log.warning("database unavailable renewing %d leases; will retry", len(held))
-            return
+            return False
         for running in held:
             if running.lease.job_id not in still:
                 self._abandon(running, "cancelled or reclaimed elsewhere")
+        return True
 
     def _abandon(self, running: RunningJob, why: str) -> None:
         with self._lock:
