@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -170,6 +171,34 @@ def _terminate_when_waiting(database_url: str, application_name: str) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError("the request never waited on the lock")
+
+
+def test_an_unexpected_database_error_is_logged_without_its_statement_or_parameters(
+    database_url: str, make_app: Callable[[Settings], Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real refusal that is no outage: the web connects as a role that may read but not
+    insert. The 500 is logged by the driver's class and first line and where it happened."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    token = issue_token(database_url, "admin")
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        app = make_app(make_settings(database_url.replace("postgres@", f"{role}@", 1)))
+        with caplog.at_level(logging.INFO):
+            response = client_with(app, token).post(
+                "/api/v1/jobs", json=job_body(input={"user": SECRET_PROMPT}))
+        app.extensions["ai_service"].repository.engine.dispose()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+    assert response.status_code == 500
+    assert response.json["error"]["details"]["request_id"]
+    assert "InsufficientPrivilege: permission denied for table jobs" in caplog.text
+    assert "repository.py" in caplog.text  # where it happened is kept
+    assert SECRET_PROMPT not in caplog.text
+    assert "INSERT INTO" not in caplog.text
 
 
 def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclaimed_one_refused(
