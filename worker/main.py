@@ -26,7 +26,7 @@ from worker.runners.whisperx import WhisperXRunner
 
 log = logging.getLogger("worker")
 
-EXIT_THREAD_DIED = 70  # EX_SOFTWARE: an internal error, restart me
+EXIT_FAILED = 70  # EX_SOFTWARE: broken inside, restart me (config errors exit 2)
 # Seconds a failed worker has to give its running jobs back (retrying a few times through an
 # outage) before it exits without doing so; their leases then run out and they run again.
 EXIT_DEADLINE = 60.0
@@ -96,9 +96,9 @@ def main() -> int:
         worker.run()
     except Exception:
         log.exception("the claim loop failed: exiting for the platform to restart the worker")
-        return EXIT_THREAD_DIED
+        return EXIT_FAILED
     repository.engine.dispose()
-    return EXIT_THREAD_DIED if worker.failure else 0
+    return EXIT_FAILED if worker.failure else 0
 
 
 def exit_when_a_thread_dies(worker: Worker) -> None:
@@ -113,7 +113,7 @@ def exit_when_a_thread_dies(worker: Worker) -> None:
                      exc_info=(death.exc_type, death.exc_value, death.exc_traceback))
         worker.fail(f"thread {name} died")
         # Stopping gives running jobs back first; should that hang, exit regardless.
-        watchdog = threading.Timer(EXIT_DEADLINE, os._exit, (EXIT_THREAD_DIED,))
+        watchdog = threading.Timer(EXIT_DEADLINE, os._exit, (EXIT_FAILED,))
         watchdog.daemon = True
         watchdog.start()
 
