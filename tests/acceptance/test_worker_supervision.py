@@ -35,13 +35,14 @@ def worker_with_a_bug(method: str) -> list[str]:
     return [sys.executable, "-c", script]
 
 
-@pytest.mark.parametrize(("thread", "method"), [
-    ("results", "worker.results.ResultWriter._write"),
-    ("heartbeat", "worker.loop.Worker.renew_leases"),
-    ("listen", "worker.notify.NotifyListener._listen"),
-])
+@pytest.mark.parametrize(("method", "said"), [
+    ("worker.results.ResultWriter._write", "thread results died"),
+    ("worker.loop.Worker.renew_leases", "thread heartbeat died"),
+    ("worker.notify.NotifyListener._listen", "thread listen died"),
+    ("worker.loop.Worker._claim", "the claim loop failed"),
+], ids=["results", "heartbeat", "listen", "claim-loop"])
 def test_a_worker_whose_thread_dies_of_a_bug_exits_non_zero_and_loses_no_job(
-    thread: str, method: str, database_url: str, base_env: dict[str, str],
+    method: str, said: str, database_url: str, base_env: dict[str, str],
     spawn: Callable[..., Proc],
 ) -> None:
     repo = make_repository(make_settings(database_url), "supervision-test")
@@ -50,7 +51,7 @@ def test_a_worker_whose_thread_dies_of_a_bug_exits_non_zero_and_loses_no_job(
         broken = spawn(worker_with_a_bug(method), {**base_env, "WORKER_ID": "broken"}, "broken")
         code = broken.wait(timeout=60)
         assert code != 0, broken.log()
-        assert f"thread {thread} died" in broken.log()
+        assert said in broken.log()
 
         # The platform starts a new one; the job, given back or left to its lease, completes.
         spawn(WORKER, {**base_env, "WORKER_ID": "restarted"}, "worker")
