@@ -29,6 +29,8 @@ def make_engine(
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_timeout=5,
+        # A failed statement's text would quote its parameters: job inputs, that is prompts.
+        hide_parameters=True,
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )
 

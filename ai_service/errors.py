@@ -16,6 +16,10 @@ class ServiceError(Exception):
         self.message = message
         self.details = details or {}
 
+    def log_text(self) -> str:
+        """What a log line says about this error: never an input or a statement."""
+        return self.message
+
 
 class Unauthorized(ServiceError):
     status_code = 401
@@ -67,8 +71,28 @@ class InvalidInput(ServiceError):
 
 
 class DatabaseUnavailable(ServiceError):
+    """PostgreSQL cannot be reached, or dropped the connection: worth retrying shortly."""
+
     status_code = 503
     code = "database_unavailable"
+    # Most outages are a restart or a failover: a client that waits this long before
+    # retrying neither hammers the database coming back nor waits much longer than needed.
+    headers = {"Retry-After": "5"}
 
-    def __init__(self, message: str = "the database is unavailable, try again shortly") -> None:
+    def __init__(self, message: str = "the database is unavailable, try again shortly",
+                 reason: str = "") -> None:
         super().__init__(message)
+        self.reason = reason  # what the driver said (fault_summary): for the log only
+
+    def log_text(self) -> str:
+        return self.reason or self.message
+
+
+def fault_summary(error: BaseException) -> str:
+    """A database error as a log may carry it: the driver's exception class and the first
+    line of its message. SQLAlchemy's text adds the statement and its parameters (a job's
+    prompt), and the driver's later lines (DETAIL) quote row values: neither is kept."""
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return f"{type(orig).__name__}: {first[:200]}" if first else type(orig).__name__

@@ -33,6 +33,8 @@ from ai_service.errors import (
     InvalidInput,
     JobNotFound,
     JobStateConflict,
+    ServiceError,
+    fault_summary,
 )
 from ai_service.models import FINISHED_STATUSES, JOB_STATUSES, ApiToken, Job, JobEvent, OpsSession
 
@@ -545,8 +547,35 @@ def _fetch(connection: psycopg.Connection, statement: TextClause, params: dict[s
             invalidate(exc)
             engine.dispose()
         raise sa_exc.DBAPIError.instance(
-            statement.text, params, exc, psycopg.Error, connection_invalidated=lost
+            statement.text, params, exc, psycopg.Error, hide_parameters=engine.hide_parameters,
+            connection_invalidated=lost,
         ) from exc
+
+
+def database_fault(exc: BaseException) -> ServiceError | None:
+    """The project's exception for a database fault, or None for one that is a bug in a
+    statement (it stays as raised). Lost or refused connections, timeouts and a server shutting
+    down are DatabaseUnavailable whether SQLAlchemy wrapped them or the driver raised them
+    itself (a pooled connection made on the driver's path, as the worker's claim does after a
+    restart); a value the database refuses is InvalidInput."""
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool is exhausted or connecting hangs
+        return DatabaseUnavailable(reason=fault_summary(exc))
+    if isinstance(exc, sa_exc.DBAPIError):
+        orig = exc.orig
+        unavailable = exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    elif isinstance(exc, psycopg.Error):
+        orig = exc
+        unavailable = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    else:
+        return None
+    if unavailable:
+        return DatabaseUnavailable(reason=fault_summary(exc))
+    if isinstance(orig, psycopg.DataError):
+        lines = str(orig).splitlines()
+        return InvalidInput("the database refused a value", {
+            "database": [lines[0] if lines else "invalid value"]})
+    return None
 
 
 def _driver_rows(conn: Connection, statement: TextClause, params: dict[str, Any]) -> list[Row]:
@@ -608,21 +637,15 @@ class JobRepository:
 
     @contextmanager
     def _database_faults(self) -> Iterator[None]:
-        """Database faults become DatabaseUnavailable or InvalidInput."""
+        """Database faults become the project's exceptions (see database_fault): the one place
+        for SQLAlchemy's path and the driver's own."""
         try:
             yield
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(
-                exc, sa_exc.OperationalError | sa_exc.InterfaceError
-            ):
-                raise DatabaseUnavailable() from exc
-            if isinstance(exc, sa_exc.DataError):
-                raise InvalidInput("the database refused a value", {"database": [
-                    str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
-                ]}) from exc
-            raise
-        except sa_exc.TimeoutError as exc:  # the pool is exhausted or connecting hangs
-            raise DatabaseUnavailable() from exc
+        except (sa_exc.SQLAlchemyError, psycopg.Error) as exc:
+            translated = database_fault(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     # ----- creating -------------------------------------------------------------------------
 

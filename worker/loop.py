@@ -76,6 +76,7 @@ class Worker:
         self.wake = threading.Event()  # new work may be there, or a slot freed, or stop asked
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
         self.hard_stop = threading.Event()  # give back at once
+        self.failure: str | None = None  # why the worker stopped itself, if it did (fail)
         # One thread per slot, fed through a queue: a job costs one hand-over, where an
         # executor adds a future and its bookkeeping to every job.
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
@@ -101,6 +102,15 @@ class Worker:
             log.info("stop signal: no new claims, letting %d running jobs finish (grace %.0fs)",
                      self.running_count(), self.config.shutdown_grace)
             self.stopping.set()
+        self.wake.set()
+
+    def fail(self, reason: str) -> None:
+        """Something this worker cannot run without has broken (a thread died): give running
+        jobs back and stop now; run() returns with `failure` set, for an exit non-zero."""
+        log.error("worker failed (%s): giving running jobs back and stopping", reason)
+        self.failure = reason
+        self.stopping.set()
+        self.hard_stop.set()
         self.wake.set()
 
     def running_count(self) -> int:
@@ -226,26 +236,36 @@ class Worker:
     # ----- leases -----------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Renew every third of a lease; after a failed renewal, again as soon as the database
+        may be back (the backoff), so leases still live when it returns are kept."""
         interval = self.config.lease_seconds / 3
-        while not self.hard_stop.wait(interval):
-            self.renew_leases()
+        backoff = Backoff()
+        wait = interval
+        while not self.hard_stop.wait(wait):
+            if self.renew_leases():
+                backoff.reset()
+                wait = interval
+            else:
+                wait = min(interval, backoff.next())
 
-    def renew_leases(self) -> None:
-        """Extend every running job's lease in one statement; abandon the ones we lost."""
+    def renew_leases(self) -> bool:
+        """Extend every running job's lease in one statement; abandon the ones we lost.
+        False: the database was unavailable."""
         with self._lock:
             held = [r for r in self._running.values() if not r.lost and not r.storing]
         if not held:
-            return
+            return True
         try:
             still = self.repository.heartbeat_jobs(
                 self.config.worker_id, [r.lease for r in held], self.config.lease_seconds
             )
         except DatabaseUnavailable:
             log.warning("database unavailable renewing %d leases; will retry", len(held))
-            return
+            return False
         for running in held:
             if running.lease not in still:
                 self._abandon(running, "cancelled, retried or reclaimed elsewhere")
+        return True
 
     def stop_attempt(self, job_id: uuid.UUID, lease_token: uuid.UUID) -> None:
         """A cancel or retry ended this attempt (the listener heard it): abort its provider call

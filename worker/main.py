@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
 from dataclasses import replace
 from types import FrameType
 
@@ -23,6 +25,11 @@ from worker.runners.llm import LLMRunner
 from worker.runners.whisperx import WhisperXRunner
 
 log = logging.getLogger("worker")
+
+EXIT_FAILED = 70  # EX_SOFTWARE: broken inside, restart me (config errors exit 2)
+# Seconds a failed worker has to give its running jobs back (retrying a few times through an
+# outage) before it exits without doing so; their leases then run out and they run again.
+EXIT_DEADLINE = 60.0
 
 
 def build_runners(settings: Settings) -> list[Runner]:
@@ -85,9 +92,33 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.run()
+    exit_when_a_thread_dies(worker)
+    try:
+        worker.run()
+    except Exception:
+        log.exception("the claim loop failed: exiting for the platform to restart the worker")
+        return EXIT_FAILED
     repository.engine.dispose()
-    return 0
+    return EXIT_FAILED if worker.failure else 0
+
+
+def exit_when_a_thread_dies(worker: Worker) -> None:
+    """The supervisor: a thread that dies of an unexpected exception (the result writer, the
+    heartbeat, the listener) stops the whole worker, which exits non-zero for the platform to
+    restart it. Without this the process lives on and looks healthy while it never stores a
+    result or renews a lease again, and claims nothing once its slots are full."""
+
+    def on_thread_death(death: threading.ExceptHookArgs) -> None:
+        name = death.thread.name if death.thread else "?"
+        log.critical("thread %s died: stopping the worker to be restarted", name,
+                     exc_info=(death.exc_type, death.exc_value, death.exc_traceback))
+        worker.fail(f"thread {name} died")
+        # Stopping gives running jobs back first; should that hang, exit regardless.
+        watchdog = threading.Timer(EXIT_DEADLINE, os._exit, (EXIT_FAILED,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    threading.excepthook = on_thread_death
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import psycopg
 from psycopg import sql
 
 from ai_service.repository import NOTIFY_CHANNEL, parse_stop_payload
+from worker.backoff import Backoff
 
 log = logging.getLogger("worker.notify")
 
 PROBE_TIMEOUT = 5.0
-RECONNECT_DELAY = 5.0
+RECONNECT_DELAY = 5.0  # the most a lost LISTEN connection waits to be made again
 
 
 class NotifyListener(threading.Thread):
@@ -37,14 +38,19 @@ class NotifyListener(threading.Thread):
         self.delivering = threading.Event()  # set once LISTEN is proven to work
 
     def run(self) -> None:
+        backoff = Backoff(cap=RECONNECT_DELAY)
         while not self.stop.is_set():
             try:
                 if not self._listen():
                     return
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); polling until it is back",
-                            type(exc).__name__)
-            self.stop.wait(RECONNECT_DELAY)
+                if self.delivering.is_set():  # it was listening: a new outage begins
+                    self.delivering.clear()
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("LISTEN connection lost (%s); polling, listening again in %.1fs",
+                            type(exc).__name__, delay)
+                self.stop.wait(delay)
 
     def _listen(self) -> bool:
         """Listen until stopped or the connection drops. False: LISTEN cannot work here."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ai_service import metrics
-from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
+from ai_service.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.logs import job_context
 from ai_service.repository import JobRepository, Lease
 from worker.backoff import Backoff
@@ -89,11 +89,33 @@ class ResultWriter:
     def _write(self, batch: list[_Result]) -> None:
         completions = [r for r in batch if isinstance(r.outcome, Completed)]
         if completions:
-            self._retrying(lambda: self._complete(completions))
+            self._store_completions(completions)
         for result in batch:
             if isinstance(result.outcome, Failed):
-                self._retrying(lambda r=result: self._fail(r))
+                try:
+                    self._retrying(lambda r=result: self._fail(r))
+                except InvalidInput as exc:
+                    self._refused(result, exc)
         self.on_written([r.lease for r in batch])
+
+    def _store_completions(self, completions: list[_Result]) -> None:
+        try:
+            self._retrying(lambda: self._complete(completions))
+        except InvalidInput as exc:
+            if len(completions) == 1:
+                self._refused(completions[0], exc)
+                return
+            # One refused value fails the whole statement: store them one by one to find it.
+            for result in completions:
+                self._store_completions([result])
+
+    def _refused(self, result: _Result, exc: InvalidInput) -> None:
+        """PostgreSQL will not store this outcome (a NUL character in its text, say): retrying
+        cannot help, so the attempt fails for good with a message the database takes."""
+        log.warning("job %s outcome refused by the database (%s): failing the job",
+                    result.lease.job_id, exc.log_text(), extra=_lease_context(result.lease))
+        failed = Failed("bad_response", "the database refused to store the provider's answer")
+        self._retrying(lambda: self._fail(_Result(result.lease, failed)))
 
     def _complete(self, results: list[_Result]) -> None:
         done = self.repository.complete_jobs(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
-from flask import Flask, g, jsonify
+import psycopg
+from flask import Flask, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from ai_service.errors import ServiceError
+from ai_service.errors import ServiceError, fault_summary
 from ai_service.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
@@ -68,10 +71,30 @@ class ServiceApi(Api):
 
 def _internal_error(error: BaseException) -> ResponseReturnValue:
     request_id = g.get("request_id", "-")
-    log.error("unhandled error request_id=%s", request_id, exc_info=error)
-    return error_response(
+    if isinstance(error, SQLAlchemyError | psycopg.Error):
+        # A statement's text and SQLAlchemy's rendering of it quote inputs: the log gets the
+        # driver's class, its first line and where in our code it happened, not the message.
+        log.error("unhandled database error request_id=%s: %s\n%s", request_id,
+                  fault_summary(error), "".join(traceback.format_tb(error.__traceback__)))
+    else:
+        log.error("unhandled error request_id=%s", request_id, exc_info=error)
+    return _error_answer(
         500, "internal_error", "an unexpected error occurred", {"request_id": request_id}
     )
+
+
+def _error_answer(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ResponseReturnValue:
+    """JSON for the API; an HTML page for a person at the operations page, who would
+    otherwise be shown a JSON document in place of the page."""
+    if request.blueprint == "ops_page":
+        page = render_template("error.html", code=code, message=message,
+                               request_id=g.get("request_id", "-"),
+                               retry_after=(headers or {}).get("Retry-After"))
+        return page, status, headers or {}
+    return error_response(status, code, message, details, headers)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -79,9 +102,12 @@ def register_error_handlers(app: Flask) -> None:
     def _service_error(error: ServiceError) -> ResponseReturnValue:
         if error.status_code >= 500:
             log.warning("%s request_id=%s: %s", error.code, g.get("request_id", "-"),
-                        error.__cause__ or error.message)
-        return error_response(
-            error.status_code, error.code, error.message, error.details, error.headers
+                        error.log_text())
+        details = error.details
+        if error.status_code >= 500:
+            details = {**details, "request_id": g.get("request_id", "-")}
+        return _error_answer(
+            error.status_code, error.code, error.message, details, error.headers
         )
 
     @app.errorhandler(Exception)

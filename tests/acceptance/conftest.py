@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:ai_service.gunicorn_conf",
             "ai_service.app:create_app()"]
 WORKER = [sys.executable, "-m", "worker"]
+# Deadlines only bound how long a broken run takes to fail: generous, for a busy machine.
+READY_TIMEOUT = 120.0
 
 
 class Proc:
@@ -91,19 +93,24 @@ def web_proc(base_env: dict[str, str], spawn: Callable[..., Proc]) -> Proc:
 @pytest.fixture
 def web(web_proc: Proc, base_env: dict[str, str]) -> str:
     """gunicorn serving the app on a free port; returns its base URL once it answers."""
-    proc = web_proc
-    port = proc.env["HTTP_PORT"]
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    url = f"http://127.0.0.1:{web_proc.env['HTTP_PORT']}"
+    wait_ready(url, web_proc)
+    return url
+
+
+def wait_ready(url: str, web: Proc, timeout: float = READY_TIMEOUT) -> None:
+    """Until gunicorn's /readyz says 200. On a machine whose cores are busy the first answer
+    can take seconds (importing, migrating, forking): a slow or refused request is retried."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.popen.poll() is None, proc.log()
+        assert web.popen.poll() is None, web.log()
         try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return url
-        except (requests.ConnectionError, requests.Timeout):  # a busy machine: ask again
+            if requests.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not become ready:\n{proc.log()}")
+    raise AssertionError(f"gunicorn did not become ready:\n{web.log()}")
 
 
 @pytest.fixture

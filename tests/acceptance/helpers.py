@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -15,11 +16,11 @@ class Api:
         self.url, self.headers = url, headers
 
     def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}/api/v1{path}", headers=self.headers, timeout=5)
+        return requests.get(f"{self.url}/api/v1{path}", headers=self.headers, timeout=30)
 
     def post(self, path: str, body: dict) -> requests.Response:
         return requests.post(f"{self.url}/api/v1{path}", json=body, headers=self.headers,
-                             timeout=5)
+                             timeout=30)
 
 
 def create(api: Api, user: str, **fields: Any) -> str:
@@ -34,10 +35,14 @@ def job(api: Api, job_id: str) -> dict[str, Any]:
     return api.get(f"/jobs/{job_id}").json()
 
 
-def wait_status(api: Api, job_id: str, statuses: tuple[str, ...], timeout: float = 20) -> dict:
+def wait_status(api: Api, job_id: str, statuses: tuple[str, ...], timeout: float = 60) -> dict:
+    """The job once in one of `statuses`, or as it is at the deadline. A request that fails
+    or is slow (a busy machine) is asked again."""
     deadline = time.monotonic() + timeout
+    current: dict[str, Any] = {}
     while True:
-        current = job(api, job_id)
-        if current["status"] in statuses or time.monotonic() > deadline:
+        with contextlib.suppress(requests.RequestException):
+            current = job(api, job_id)
+        if current.get("status") in statuses or time.monotonic() > deadline:
             return current
         time.sleep(0.05)

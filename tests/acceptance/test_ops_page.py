@@ -57,7 +57,7 @@ def failed_job(api: Api) -> str:
 
 def text(driver: webdriver.Chrome, css: str) -> str:
     """The element's text, once the page that has it has loaded (a form post navigates)."""
-    found = WebDriverWait(driver, 30).until(
+    found = WebDriverWait(driver, 60).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
     )
     return found.text.strip()

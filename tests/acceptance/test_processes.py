@@ -40,14 +40,14 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
     assert wait_status(api, job_id, ("running",))["worker_id"] == "first"
     # Running means claimed; kill only once the LLM request is in flight, so the crash
     # happens mid-call and not between the claim and the call.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not fake_llm.chat_requests() and time.monotonic() < deadline:
         time.sleep(0.02)
     first.signal(signal.SIGKILL)
     first.wait()
 
     second = spawn(WORKER, {**base_env, "WORKER_ID": "second"}, "worker")
-    done = wait_status(api, job_id, ("completed", "failed"), timeout=30)
+    done = wait_status(api, job_id, ("completed", "failed"), timeout=60)
     assert (done["status"], done["worker_id"], done["attempts"]) == ("completed", "second", 2), (
         done, second.log())
     assert len(fake_llm.chat_requests()) == 2
@@ -60,7 +60,7 @@ def test_sigterm_mid_job_lets_it_finish_and_exits_zero(
     job_id = create(api, "[[latency:1500]] finish me")
     wait_status(api, job_id, ("running",))
     worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=15) == 0, worker.log()
+    assert worker.wait(timeout=60) == 0, worker.log()
     assert job(api, job_id)["status"] == "completed"
 
 
@@ -72,7 +72,7 @@ def test_sigterm_past_the_grace_period_gives_the_job_back_and_exits_zero(
     job_id = create(api, "[[fault:hang:30]] too slow")
     wait_status(api, job_id, ("running",))
     worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=10) == 0, worker.log()
+    assert worker.wait(timeout=60) == 0, worker.log()
     given_back = job(api, job_id)
     assert (given_back["status"], given_back["attempts"]) == ("pending", 0)
     assert "gave back 1 unfinished jobs" in worker.log()
@@ -104,7 +104,7 @@ def test_a_worker_with_a_bad_setting_exits_at_once_with_one_line(base_env: dict)
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    text = requests.get(url, timeout=5).text
+    text = requests.get(url, timeout=30).text
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
