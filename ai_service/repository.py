@@ -552,6 +552,14 @@ def _fetch(connection: psycopg.Connection, statement: TextClause, params: dict[s
         ) from exc
 
 
+def _unencodable(exc: BaseException) -> bool:
+    """A parameter the driver could not encode before sending it (str with an unpaired
+    surrogate): raised as it is on the driver's path, wrapped by SQLAlchemy on its own."""
+    if isinstance(exc, sa_exc.StatementError):
+        exc = exc.orig
+    return isinstance(exc, UnicodeEncodeError)
+
+
 def database_fault(exc: BaseException) -> ServiceError | None:
     """The project's exception for a database fault, or None for one that is a bug in a
     statement (it stays as raised). Lost or refused connections, timeouts and a server shutting
@@ -560,6 +568,9 @@ def database_fault(exc: BaseException) -> ServiceError | None:
     restart); a value the database refuses is InvalidInput."""
     if isinstance(exc, sa_exc.TimeoutError):  # the pool is exhausted or connecting hangs
         return DatabaseUnavailable(reason=fault_summary(exc))
+    if _unencodable(exc):
+        return InvalidInput("the database refused a value", {
+            "database": ["text holds an unpaired UTF-16 surrogate, which UTF-8 cannot encode"]})
     if isinstance(exc, sa_exc.DBAPIError):
         orig = exc.orig
         unavailable = exc.connection_invalidated or isinstance(
@@ -641,7 +652,7 @@ class JobRepository:
         for SQLAlchemy's path and the driver's own."""
         try:
             yield
-        except (sa_exc.SQLAlchemyError, psycopg.Error) as exc:
+        except (sa_exc.SQLAlchemyError, psycopg.Error, UnicodeEncodeError) as exc:
             translated = database_fault(exc)
             if translated is None:
                 raise

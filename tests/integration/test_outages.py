@@ -116,7 +116,7 @@ def test_while_postgresql_is_down_the_operations_page_and_login_say_so_in_html(
     app = make_app(make_settings(outage_url))
     token = issue_token(outage_url, "admin")
     browser = app.test_client()
-    assert browser.post("/login", data={"token": token}).status_code == 302
+    assert browser.post("/login", data={"token": token}).status_code == 303
     assert browser.get("/").status_code == 200
 
     own_cluster.stop(mode="fast")
