@@ -95,9 +95,12 @@ class AbortSignal:
 
 
 def _cut(connection: HTTPConnection | None) -> None:
-    if connection is not None and connection.sock is not None:
+    sock = connection and (connection.sock or getattr(connection, "_connected_sock", None))
+    if sock is not None:
         with contextlib.suppress(OSError):  # already closed
-            connection.sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown even for TLS: SSLSocket's own would also drop its
+            # TLS state under the reading thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def deadline_passed() -> ProviderError:
@@ -125,8 +128,11 @@ def total_deadline(signal: AbortSignal, seconds: float) -> Iterator[None]:
         raise
     finally:
         timer.cancel()
+        timer.join()  # no expiry lands after the block, and no thread is left behind
     # A body without Content-Length ends cleanly when its socket is cut: truncated, not whole.
-    if signal.expired and not signal.aborted:
+    if signal.aborted:
+        raise Aborted("the request was abandoned")
+    if signal.expired:
         raise deadline_passed()
 
 
@@ -150,6 +156,12 @@ class _AbortableMixin:
         if signal is not None:
             signal._attach(self)  # type: ignore[arg-type]
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        # http.client lets go of `sock` once a response without a length starts, while the
+        # response goes on reading it: kept here so that it can still be cut.
+        self._connected_sock = self.sock  # type: ignore[attr-defined]
 
 
 class _AbortableHTTPConnection(_AbortableMixin, HTTPConnection):

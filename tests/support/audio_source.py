@@ -5,8 +5,10 @@ dribbles a byte at a time (it serves any method, so it plays a slow LLM as well)
     /audio/<name>              the bytes given to set_audio
     /redirect?to=<url>         302 to the URL
     /status/<code>             that status, a secret in the reason text and in the body
-    /dribble[...]?length=N     200, then one byte per DRIBBLE_GAP for as long as the client
-                               listens; with length, a Content-Length of N (else close-delimited)
+    /dribble[...]              200, then one byte per DRIBBLE_GAP for as long as the client
+                               listens, the body's end marked by closing the connection
+    /dribble-sized[...]        the same with a Content-Length the dribble never reaches
+    /drop                      the connection closed without an answer
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         source = self.server.source
         parts = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        source.record(parts.path)
+        source.record(parts.path, self.headers.get("Host", ""))
         if parts.path.startswith("/audio/"):
             self._audio(source.audio.get(parts.path.removeprefix("/audio/")))
         elif parts.path == "/redirect":
@@ -49,8 +51,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
         elif parts.path.startswith("/status/"):
             self._secret_page(int(parts.path.removeprefix("/status/")))
+        elif parts.path.startswith("/dribble-sized"):
+            self._dribble(1_000_000)
         elif parts.path.startswith("/dribble"):
-            self._dribble(int(query["length"]) if "length" in query else None)
+            self._dribble(None)
+        elif parts.path == "/drop":
+            self.close_connection = True
         else:
             self._secret_page(404)
 
@@ -100,6 +106,7 @@ class AudioSource:
         self.audio: dict[str, bytes] = {}
         self.stopping = threading.Event()
         self._paths: list[str] = []
+        self.hosts: list[str] = []  # the Host header of each request
         self._lock = threading.Lock()
         self._httpd = _Server((HOST, 0), _Handler)
         self._httpd.source = self
@@ -111,9 +118,10 @@ class AudioSource:
     def root_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def record(self, path: str) -> None:
+    def record(self, path: str, host: str) -> None:
         with self._lock:
             self._paths.append(path)
+            self.hosts.append(host)
 
     @property
     def paths(self) -> list[str]:

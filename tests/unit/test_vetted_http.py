@@ -1,0 +1,119 @@
+"""Sessions that reach only vetted addresses, and the total deadline of a provider call,
+against a real HTTP source on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from ai_service.netpolicy import RefusedAddress, UrlPolicy
+from ai_service.providers.http import (
+    Aborted,
+    AbortSignal,
+    ProviderError,
+    abortable,
+    classify_exception,
+    make_session,
+    total_deadline,
+)
+from tests.support.audio_source import AudioSource
+
+SLACK = 5.0  # generous: the machine may be busy; what matters is "not 30 s"
+
+
+@pytest.fixture
+def source() -> Iterator[AudioSource]:
+    with AudioSource() as server:
+        server.audio["a.wav"] = b"RIFF-audio"
+        yield server
+
+
+class CountingResolver:
+    """Resolves every name to 127.0.0.1 and counts the lookups."""
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        return ["127.0.0.1"]
+
+
+def test_a_refused_host_is_never_connected_to(source: AudioSource) -> None:
+    session = make_session(UrlPolicy((), "AUDIO_URL_ALLOW"))
+    for host in ("127.0.0.1", "0.0.0.0", "2130706433", "localhost"):
+        with pytest.raises(RefusedAddress):
+            session.get(f"http://{host}:{source.port}/audio/a.wav", timeout=5)
+    assert source.paths == []
+
+
+def test_the_connection_goes_to_the_vetted_address_under_the_original_name(
+    source: AudioSource,
+) -> None:
+    resolver = CountingResolver()
+    session = make_session(UrlPolicy(["127.0.0.1"], "AUDIO_URL_ALLOW", resolver=resolver))
+    response = session.get(f"http://audio.test:{source.port}/audio/a.wav", timeout=5)
+    # audio.test exists only in the policy's resolver: the socket went where it said.
+    assert response.content == b"RIFF-audio"
+    assert source.hosts == [f"audio.test:{source.port}"]
+    assert resolver.lookups == ["audio.test"]  # once: no second lookup to rebind
+
+
+def test_a_session_without_a_policy_reaches_the_operators_internal_urls(
+    source: AudioSource,
+) -> None:
+    response = make_session().get(f"{source.root_url}/audio/a.wav", timeout=5)
+    assert response.content == b"RIFF-audio"
+
+
+def call_with_deadline(url: str, seconds: float, signal: AbortSignal) -> bytes:
+    with total_deadline(signal, seconds), abortable(signal):
+        try:
+            with make_session().get(url, stream=True, timeout=(5, 30)) as response:
+                return b"".join(response.iter_content(1))
+        except requests.RequestException as exc:
+            raise classify_exception(exc, signal) from None
+
+
+@pytest.mark.parametrize("path", ["/dribble", "/dribble-sized"])
+def test_a_dribbling_source_ends_as_a_timeout_at_the_total_deadline(
+    source: AudioSource, path: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as failed:
+        call_with_deadline(source.root_url + path, 1.0, AbortSignal())
+    assert failed.value.category == "timeout" and failed.value.retryable
+    assert time.monotonic() - started < 1.0 + SLACK
+
+
+def test_an_abort_within_the_deadline_still_ends_as_aborted(source: AudioSource) -> None:
+    signal = AbortSignal()
+    threading.Timer(0.5, signal.abort).start()
+    with pytest.raises(Aborted):
+        call_with_deadline(source.root_url + "/dribble", 30.0, signal)
+
+
+def test_a_call_that_finishes_in_time_is_untouched_and_the_timer_is_gone(
+    source: AudioSource,
+) -> None:
+    signal = AbortSignal()
+    timers_before = set(timers())
+    assert call_with_deadline(source.root_url + "/audio/a.wav", 30.0, signal) == b"RIFF-audio"
+    assert not signal.expired
+    assert set(timers()) <= timers_before
+
+
+def timers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+
+
+def test_a_request_started_after_the_deadline_is_not_sent(source: AudioSource) -> None:
+    signal = AbortSignal()
+    signal.expire()
+    with pytest.raises(ProviderError, match="timeout"), abortable(signal):
+        make_session().get(source.root_url + "/audio/a.wav", timeout=5)
+    assert source.paths == []
