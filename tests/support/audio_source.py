@@ -5,8 +5,8 @@ dribbles a byte at a time (it serves any method, so it plays a slow LLM as well)
     /audio/<name>              the bytes given to set_audio
     /redirect?to=<url>         302 to the URL
     /status/<code>             that status, a secret in the reason text and in the body
-    /dribble[...]              200, then one byte per DRIBBLE_GAP for as long as the client
-                               listens, the body's end marked by closing the connection
+    /dribble[...]              200, then one byte per DRIBBLE_GAP for DRIBBLE_FOR seconds,
+                               the body's end marked by closing the connection
     /dribble-sized[...]        the same with a Content-Length the dribble never reaches
     /drop                      the connection closed without an answer
 """
@@ -14,6 +14,7 @@ dribbles a byte at a time (it serves any method, so it plays a slow LLM as well)
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -22,6 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 HOST = "127.0.0.1"  # never bind anything else: this is a test fixture
 SECRET = "db_password=hunter2"
 DRIBBLE_GAP = 0.2
+# Long past any timeout the tests set, short enough that a client without a total deadline
+# gets to the end and its test fails instead of hanging.
+DRIBBLE_FOR = 20.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,8 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         if length is not None:
             self.send_header("Content-Length", str(length))
         self.end_headers()
-        sent = 0
-        while length is None or sent < length - 1:  # never the whole body
+        sent, until = 0, time.monotonic() + DRIBBLE_FOR
+        while time.monotonic() < until and (length is None or sent < length - 1):
             try:
                 self.wfile.write(b" ")
                 self.wfile.flush()

@@ -89,3 +89,15 @@ def test_model_concurrency_rejects_malformed_entries() -> None:
 def test_redact_url_drops_credentials() -> None:
     assert redact_url("http://user:pw@host:8000/v1") == "http://***@host:8000/v1"
     assert redact_url("http://host/v1") == "http://host/v1"
+
+
+def test_the_audio_url_allow_list_is_read_and_empty_by_default() -> None:
+    assert load_settings(BASE).audio_url_allow == ()
+    allowed = load_settings({**BASE, "AUDIO_URL_ALLOW": "minio, 10.20.0.0/16,[::1]"})
+    assert allowed.audio_url_allow == ("minio", "10.20.0.0/16", "::1")
+
+
+def test_a_bad_audio_url_allow_entry_stops_the_process_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"^AUDIO_URL_ALLOW: not a host name, address or CIDR: "
+                                          r"'http://minio'$"):
+        load_settings({**BASE, "AUDIO_URL_ALLOW": "10.0.0.0/8,http://minio"})

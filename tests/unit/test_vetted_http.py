@@ -3,6 +3,7 @@ against a real HTTP source on 127.0.0.1."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -117,3 +118,12 @@ def test_a_request_started_after_the_deadline_is_not_sent(source: AudioSource) -
     with pytest.raises(ProviderError, match="timeout"), abortable(signal):
         make_session().get(source.root_url + "/audio/a.wav", timeout=5)
     assert source.paths == []
+
+
+def test_a_name_that_does_not_resolve_fails_as_a_connection_error() -> None:
+    def nothing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    session = make_session(UrlPolicy((), "AUDIO_URL_ALLOW", resolver=nothing))
+    with pytest.raises(requests.ConnectionError):
+        session.get("http://nowhere.test/a.wav", timeout=5)
