@@ -13,6 +13,7 @@ dribbles a byte at a time (it serves any method, so it plays a slow LLM as well)
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,7 +107,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class AudioSource:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """tls: (certificate, key) files to serve https with."""
         self.audio: dict[str, bytes] = {}
         self.stopping = threading.Event()
         self._paths: list[str] = []
@@ -115,12 +117,17 @@ class AudioSource:
         self._httpd = _Server((HOST, 0), _Handler)
         self._httpd.source = self
         self.port = self._httpd.server_address[1]
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def root_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def record(self, path: str, host: str) -> None:
         with self._lock:

@@ -4,9 +4,11 @@ against a real HTTP source on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -127,3 +129,31 @@ def test_a_name_that_does_not_resolve_fails_as_a_connection_error() -> None:
     session = make_session(UrlPolicy((), "AUDIO_URL_ALLOW", resolver=nothing))
     with pytest.raises(requests.ConnectionError):
         session.get("http://nowhere.test/a.wav", timeout=5)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for audio.test only (not for 127.0.0.1)."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=audio.test", "-addext", "subjectAltName=DNS:audio.test",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_checks_the_certificate_against_the_url_name_not_the_vetted_address(
+    certificate: tuple[str, str],
+) -> None:
+    names = {"audio.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+    policy = UrlPolicy(["127.0.0.1"], "AUDIO_URL_ALLOW", resolver=lambda h, p: names[h])
+    with AudioSource(tls=certificate) as tls_source:
+        tls_source.audio["a.wav"] = b"RIFF-tls"
+        session = make_session(policy)
+        url = f"https://audio.test:{tls_source.port}/audio/a.wav"
+        assert session.get(url, timeout=5, verify=certificate[0]).content == b"RIFF-tls"
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(url.replace("audio.test", "other.test"), timeout=5,
+                        verify=certificate[0])
