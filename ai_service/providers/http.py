@@ -162,6 +162,9 @@ class _AbortableMixin:
         # http.client lets go of `sock` once a response without a length starts, while the
         # response goes on reading it: kept here so that it can still be cut.
         self._connected_sock = self.sock  # type: ignore[attr-defined]
+        signal = getattr(_current, "signal", None)
+        if signal is not None and (signal.aborted or signal.expired):
+            _cut(self)  # type: ignore[arg-type]  # it came while connecting: nothing to cut then
 
 
 class _AbortableHTTPConnection(_AbortableMixin, HTTPConnection):

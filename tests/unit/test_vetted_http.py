@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +157,29 @@ def test_tls_checks_the_certificate_against_the_url_name_not_the_vetted_address(
         with pytest.raises(requests.exceptions.SSLError):
             session.get(url.replace("audio.test", "other.test"), timeout=5,
                         verify=certificate[0])
+
+
+@pytest.mark.parametrize(("stop", "ends_as", "match"), [
+    (AbortSignal.expire, ProviderError, "^timeout: "),
+    (AbortSignal.abort, Aborted, "abandoned|aborted"),
+])
+def test_a_deadline_or_abort_that_comes_while_connecting_still_cuts_the_call(
+    source: AudioSource, stop: Callable[[AbortSignal], None], ends_as: type[Exception],
+    match: str,
+) -> None:
+    signal = AbortSignal()
+
+    def resolve_as_the_time_runs_out(host: str, port: int) -> list[str]:
+        stop(signal)  # before any socket exists to cut
+        return ["127.0.0.1"]
+
+    policy = UrlPolicy(["127.0.0.1"], "AUDIO_URL_ALLOW", resolver=resolve_as_the_time_runs_out)
+    started = time.monotonic()
+    with pytest.raises(ends_as, match=match), total_deadline(signal, 30.0), abortable(signal):
+        try:
+            with make_session(policy).get(f"http://audio.test:{source.port}/dribble",
+                                          stream=True, timeout=(5, 30)) as response:
+                b"".join(response.iter_content(1))
+        except requests.RequestException as exc:
+            raise classify_exception(exc, signal) from None
+    assert time.monotonic() - started < SLACK
