@@ -96,7 +96,11 @@ class WhisperXClient:
                         raise audio_status_error(resp)
                     yield resp
                     return
-                url = urljoin(url, target)
+                try:
+                    url = urljoin(url, target)
+                except ValueError:  # e.g. an unclosed [ of an IPv6 address
+                    raise ProviderError("invalid_input",
+                                        "audio_url: redirected to a malformed URL") from None
         raise ProviderError("invalid_input", f"audio_url: more than {MAX_REDIRECTS} redirects")
 
     def _upload(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
@@ -90,7 +91,7 @@ def test_redirects_are_followed_three_times_and_no_more(
     def hops(n: int) -> str:
         url = f"{source.root_url}/audio/call.wav"
         for _ in range(n):
-            url = f"{source.root_url}/redirect?to={url.replace('?', '%3F').replace('=', '%3D')}"
+            url = f"{source.root_url}/redirect?to={quote(url, safe='')}"
         return url
 
     three = w.wait_finished(transcribe(w, hops(3)))
@@ -100,14 +101,20 @@ def test_redirects_are_followed_three_times_and_no_more(
         "failed", "invalid_input", "audio_url: more than 3 redirects")
 
 
-def test_a_redirect_to_another_scheme_is_refused(
-    start_worker: StartWorker, source: AudioSource,  # noqa: F811
+@pytest.mark.parametrize(("location", "message"), [
+    ("file:///etc/passwd", "audio_url: redirected to a file: URL; only http and https are fetched"),
+    ("gopher://127.0.0.1:6379/_INFO",
+     "audio_url: redirected to a gopher: URL; only http and https are fetched"),
+    ("http://[::1/a.wav", "audio_url: redirected to a malformed URL"),
+])
+def test_a_redirect_to_anything_but_an_http_url_is_refused(
+    start_worker: StartWorker, source: AudioSource, location: str, message: str,  # noqa: F811
 ) -> None:
     w = start_worker()
-    done = w.wait_finished(transcribe(w, f"{source.root_url}/redirect?to=file:///etc/passwd"))
+    redirect = f"{source.root_url}/redirect?to={quote(location, safe='')}"
+    done = w.wait_finished(transcribe(w, redirect))
     assert (done["status"], done["error_category"], done["error_message"]) == (
-        "failed", "invalid_input",
-        "audio_url: redirected to a file: URL; only http and https are fetched")
+        "failed", "invalid_input", message)
 
 
 def test_an_error_page_reaches_the_job_as_its_status_only(
