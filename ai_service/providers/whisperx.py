@@ -88,8 +88,14 @@ class WhisperXClient:
             if scheme not in ("http", "https"):
                 raise ProviderError("invalid_input", f"audio_url: redirected to a {scheme}: "
                                     "URL; only http and https are fetched")
-            with session.get(url, stream=True, allow_redirects=False,
-                             timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout)) as resp:
+            try:
+                resp = session.get(url, stream=True, allow_redirects=False,
+                                   timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout))
+            except requests.RequestException:
+                raise
+            except ValueError:  # requests reads a Location even when not following it
+                raise _malformed_redirect() from None
+            with resp:
                 target = session.get_redirect_target(resp)
                 if target is None:
                     if resp.status_code >= 400:
@@ -98,9 +104,8 @@ class WhisperXClient:
                     return
                 try:
                     url = urljoin(url, target)
-                except ValueError:  # e.g. an unclosed [ of an IPv6 address
-                    raise ProviderError("invalid_input",
-                                        "audio_url: redirected to a malformed URL") from None
+                except ValueError:
+                    raise _malformed_redirect() from None
         raise ProviderError("invalid_input", f"audio_url: more than {MAX_REDIRECTS} redirects")
 
     def _upload(
@@ -120,6 +125,10 @@ class WhisperXClient:
         if response.status_code >= 400:
             raise classify_status(response)
         return response
+
+
+def _malformed_redirect() -> ProviderError:
+    return ProviderError("invalid_input", "audio_url: redirected to a malformed URL")
 
 
 def _unreachable(error: Exception) -> Exception:
