@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ai_service.netpolicy import parse_allow_list
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message is one line for the operator."""
@@ -120,6 +122,7 @@ class Settings:
     whisperx_asr_path: str = "/asr"
     whisperx_timeout: float = 1800.0
     whisperx_max_audio_bytes: int = 200 * 1024 * 1024
+    audio_url_allow: tuple[str, ...] = ()
     worker_id: str = ""
     worker_poll_interval: float = 2.0
     worker_claim_limit: int = 4
@@ -164,6 +167,7 @@ _PARSERS = {
     "WHISPERX_ASR_PATH": ("whisperx_asr_path", str),
     "WHISPERX_TIMEOUT": ("whisperx_timeout", parse_duration),
     "WHISPERX_MAX_AUDIO_BYTES": ("whisperx_max_audio_bytes", parse_int),
+    "AUDIO_URL_ALLOW": ("audio_url_allow", parse_allow_list),
     "WORKER_ID": ("worker_id", str),
     "WORKER_POLL_INTERVAL": ("worker_poll_interval", parse_duration),
     "WORKER_CLAIM_LIMIT": ("worker_claim_limit", parse_int),

@@ -17,6 +17,7 @@ from ai_service import db, metrics
 from ai_service.app import make_repository
 from ai_service.config import ConfigError, Settings, load_settings
 from ai_service.logs import configure_logging
+from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.whisperx import WhisperXClient
 from worker.loop import Worker, WorkerConfig
@@ -39,8 +40,10 @@ def build_runners(settings: Settings) -> list[Runner]:
                            settings.llm_timeout)
         runners.append(LLMRunner(client))
     if settings.whisperx_url:
+        audio_policy = UrlPolicy(settings.audio_url_allow, "AUDIO_URL_ALLOW")
         client = WhisperXClient(settings.whisperx_url, settings.whisperx_asr_path,
-                                settings.whisperx_timeout, settings.whisperx_max_audio_bytes)
+                                settings.whisperx_timeout, settings.whisperx_max_audio_bytes,
+                                audio_policy)
         runners.append(WhisperXRunner(client))
     return runners
 

@@ -22,8 +22,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
 
 from ai_service.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS
+from ai_service.netpolicy import UrlPolicy
 
 MAX_ERROR_TEXT = 500
 
@@ -53,29 +56,84 @@ class AbortSignal:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._aborted = False
+        self._expired = False
         self._connection: HTTPConnection | None = None
 
     @property
     def aborted(self) -> bool:
         return self._aborted
 
+    @property
+    def expired(self) -> bool:
+        """The call's total deadline passed (see total_deadline)."""
+        return self._expired
+
     def abort(self) -> None:
         with self._lock:
             self._aborted = True
             connection = self._connection
-        if connection is not None and connection.sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                connection.sock.shutdown(socket.SHUT_RDWR)
+        _cut(connection)
+
+    def expire(self) -> None:
+        """Cut the in-flight request as abort() does, for a call that ends as a timeout."""
+        with self._lock:
+            self._expired = True
+            connection = self._connection
+        _cut(connection)
 
     def _attach(self, connection: HTTPConnection) -> None:
         with self._lock:
             if self._aborted:
                 raise Aborted("aborted before the request was sent")
+            if self._expired:
+                raise deadline_passed()
             self._connection = connection
 
     def _detach(self) -> None:
         with self._lock:
             self._connection = None
+
+
+def _cut(connection: HTTPConnection | None) -> None:
+    sock = connection and (connection.sock or getattr(connection, "_connected_sock", None))
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            # The plain socket's shutdown even for TLS: SSLSocket's own would also drop its
+            # TLS state under the reading thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def deadline_passed() -> ProviderError:
+    return ProviderError("timeout", "the call did not finish within its timeout", retryable=True)
+
+
+@contextmanager
+def total_deadline(signal: AbortSignal, seconds: float) -> Iterator[None]:
+    """Bound everything the block does over HTTP by `seconds` in total.
+
+    requests' timeout bounds each read, so a source sending a byte at a time keeps a call
+    alive for ever; here a timer cuts the in-flight connection when the time is up and the
+    block ends in a `timeout` ProviderError, whatever the cut made the request raise. An
+    abort() (cancel, lost lease) still ends it as Aborted."""
+    with signal._lock:
+        signal._expired = False
+    timer = threading.Timer(seconds, signal.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except (ProviderError, requests.RequestException):
+        if signal.expired and not signal.aborted:
+            raise deadline_passed() from None
+        raise
+    finally:
+        timer.cancel()
+        timer.join()  # no expiry lands after the block, and no thread is left behind
+    # A body without Content-Length ends cleanly when its socket is cut: truncated, not whole.
+    if signal.aborted:
+        raise Aborted("the request was abandoned")
+    if signal.expired:
+        raise deadline_passed()
 
 
 _current = threading.local()
@@ -98,6 +156,15 @@ class _AbortableMixin:
         if signal is not None:
             signal._attach(self)  # type: ignore[arg-type]
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        # http.client lets go of `sock` once a response without a length starts, while the
+        # response goes on reading it: kept here so that it can still be cut.
+        self._connected_sock = self.sock  # type: ignore[attr-defined]
+        signal = getattr(_current, "signal", None)
+        if signal is not None and (signal.aborted or signal.expired):
+            _cut(self)  # type: ignore[arg-type]  # it came while connecting: nothing to cut then
 
 
 class _AbortableHTTPConnection(_AbortableMixin, HTTPConnection):
@@ -132,14 +199,59 @@ def observed_call(provider: str) -> Iterator[None]:
         PROVIDER_SECONDS.labels(provider).observe(time.monotonic() - started)
 
 
-def make_session() -> requests.Session:
+class _VettedMixin:
+    """Connects only to addresses the URL policy vetted, resolving the host once: the
+    address checked is the address connected to, so DNS rebinding has no window. The
+    connection keeps the original host for the Host header and for TLS SNI and the
+    certificate check."""
+
+    url_policy: UrlPolicy
+
+    def _new_conn(self) -> socket.socket:
+        conn: Any = self
+        try:
+            addresses = self.url_policy.addresses(conn._dns_host, conn.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(conn.host, conn, exc) from exc
+        failure: Exception = NewConnectionError(conn, "no address to connect to")
+        for address in addresses:
+            try:
+                return create_connection((address, conn.port), conn.timeout,
+                                         source_address=conn.source_address,
+                                         socket_options=conn.socket_options)
+            except TimeoutError as exc:
+                failure = ConnectTimeoutError(conn, f"connection to {conn.host} timed out")
+                failure.__cause__ = exc
+            except OSError as exc:
+                failure = NewConnectionError(conn, f"failed to establish a connection: {exc}")
+        raise failure
+
+
+def _pool_classes(policy: UrlPolicy | None) -> dict[str, type[HTTPConnectionPool]]:
+    if policy is None:
+        return {"http": _AbortableHTTPPool, "https": _AbortableHTTPSPool}
+    vetted = {"url_policy": policy}
+    http_conn = type("_VettedHTTPConnection", (_VettedMixin, _AbortableHTTPConnection), vetted)
+    https_conn = type("_VettedHTTPSConnection", (_VettedMixin, _AbortableHTTPSConnection),
+                      vetted)
+    return {
+        "http": type("_VettedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("_VettedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+def make_session(policy: UrlPolicy | None = None) -> requests.Session:
+    """A session whose requests can be aborted; with a policy, one that reaches only the
+    addresses the policy lets through (for URLs a caller chose)."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {
-        "http": _AbortableHTTPPool, "https": _AbortableHTTPSPool,
-    }
+    adapter.poolmanager.pool_classes_by_scheme = _pool_classes(policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    if policy is not None:
+        # A proxy from the environment would do the connecting, past the policy; netrc
+        # credentials are not for URLs a caller chose.
+        session.trust_env = False
     return session
 
 
@@ -147,13 +259,14 @@ class ThreadSessions:
     """One requests.Session per thread: connection reuse without sharing a Session across
     threads, which requests does not promise is safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: UrlPolicy | None = None) -> None:
         self._local = threading.local()
+        self._policy = policy
 
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = make_session()
+            session = self._local.session = make_session(self._policy)
         return session
 
 

@@ -19,6 +19,7 @@ from ai_service.providers.http import (
     error_text,
     observed_call,
     scrub,
+    total_deadline,
 )
 
 # vLLM: "This model's maximum context length is N tokens"; llama.cpp: exceed_context_size_error;
@@ -52,14 +53,17 @@ class LLMClient:
         return result
 
     def _call(self, body: dict[str, Any], signal: AbortSignal | None) -> dict[str, Any]:
-        try:
-            with abortable(signal or AbortSignal()):
-                response = self._sessions.get().post(
-                    f"{self.base_url}/chat/completions", json=body, headers=self._headers(),
-                    timeout=(min(10.0, self.timeout), self.timeout),
-                )
-        except requests.RequestException as exc:
-            raise classify_exception(exc, signal) from None
+        signal = signal or AbortSignal()
+        # The timeout bounds the whole call: requests' own bounds each read only.
+        with total_deadline(signal, self.timeout):
+            try:
+                with abortable(signal):
+                    response = self._sessions.get().post(
+                        f"{self.base_url}/chat/completions", json=body, headers=self._headers(),
+                        timeout=(min(10.0, self.timeout), self.timeout),
+                    )
+            except requests.RequestException as exc:
+                raise classify_exception(exc, signal) from None
         if response.status_code == 400 and _CONTEXT_LENGTH.search(response.text):
             raise ProviderError(
                 "context_length_exceeded", scrub(error_text(response), self.api_key)

@@ -57,6 +57,7 @@ def start_worker(
         settings = make_settings(database_url, **{
             "LLM_BASE_URL": fake_llm.base_url, "LLM_API_KEY": SECRET,
             "WHISPERX_URL": fake_llm.root_url, "LLM_TIMEOUT": "2s",
+            "AUDIO_URL_ALLOW": "127.0.0.1",  # the fakes serve audio from 127.0.0.1
             "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "4", **env,
         })
         repo = make_repository(settings, "worker-test")

@@ -97,3 +97,15 @@ def test_the_metrics_label_lists_are_read_as_sets_of_names() -> None:
     assert s.metrics_task_types == {"call_analysis", "tg_analysis"}
     assert s.metrics_model_profiles == {"vision"}
     assert load_settings(BASE).metrics_task_types == frozenset()
+
+
+def test_the_audio_url_allow_list_is_read_and_empty_by_default() -> None:
+    assert load_settings(BASE).audio_url_allow == ()
+    allowed = load_settings({**BASE, "AUDIO_URL_ALLOW": "minio, 10.20.0.0/16,[::1]"})
+    assert allowed.audio_url_allow == ("minio", "10.20.0.0/16", "::1")
+
+
+def test_a_bad_audio_url_allow_entry_stops_the_process_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"^AUDIO_URL_ALLOW: not a host name, address or CIDR: "
+                                          r"'http://minio'$"):
+        load_settings({**BASE, "AUDIO_URL_ALLOW": "10.0.0.0/8,http://minio"})
