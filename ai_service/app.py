@@ -15,9 +15,9 @@ from ai_service.api import Services, health, jobs, ops, ops_page
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.config import Settings, load_settings
+from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
-from ai_service.revocation import libpq_url
 from ai_service.sessions import OpsSessionRepository
 
 log = logging.getLogger(__name__)

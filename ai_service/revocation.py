@@ -11,39 +11,16 @@ pooler that swallows notifications) is never missed: in a gap every request asks
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import uuid
 
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
-
+from ai_service.backoff import Backoff
+from ai_service.listen import listening
 from ai_service.repository import TOKENS_CHANNEL
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT = 5.0
-RECONNECT_FIRST = 0.5
 RECONNECT_CAP = 10.0
 UNDELIVERED_RETRY = 60.0  # where NOTIFY is not delivered, look again now and then
-# A connection cut without a FIN (a dead NAT entry, a pulled cable) must still be noticed:
-# without keepalives the listener would wait on it, trusted, until the kernel gives up.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 3}
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
-
-
-def reconnect_delay(failures: int) -> float:
-    """Capped exponential backoff with jitter, so the processes of a fleet that lost the
-    database together do not knock on it together."""
-    ceiling = min(RECONNECT_CAP, RECONNECT_FIRST * 2 ** max(failures - 1, 0))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 class RevocationListener(threading.Thread):
@@ -65,25 +42,22 @@ class RevocationListener(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        failures = 0
+        backoff = Backoff(cap=RECONNECT_CAP)
         while not self.stopping.is_set():
             try:
                 self._listen()
-                failures = 0
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any fault
-                failures += 1
-                if failures == 1 and not self.stopping.is_set():
+                if self.trusted_generation() is not None:  # it was listening: an outage begins
+                    backoff.reset()
                     log.warning("revocation listener lost (%s); every request asks the database "
                                 "until it is back", type(exc).__name__)
             finally:
                 self._advance(delivering=False)
-            self.stopping.wait(reconnect_delay(max(failures, 1)))
+            self.stopping.wait(backoff.next())
 
     def _listen(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
-                             application_name="ai-service-web-revocations", **KEEPALIVES) as conn:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(TOKENS_CHANNEL)))
-            if not self._probe_returns(conn):
+        with listening(self.conninfo, TOKENS_CHANNEL, "ai-service-web-revocations") as conn:
+            if conn is None:
                 # PgBouncer in transaction mode accepts LISTEN and delivers nothing; trusting
                 # the cache there would keep revoked tokens working.
                 if not self._said_undelivered:
@@ -97,11 +71,6 @@ class RevocationListener(threading.Thread):
             while not self.stopping.is_set():
                 for _ in conn.notifies(timeout=1.0):
                     self._advance(delivering=True)
-
-    def _probe_returns(self, conn: psycopg.Connection) -> bool:
-        probe = f"probe-{uuid.uuid4()}"
-        conn.execute("SELECT pg_notify(%s, %s)", (TOKENS_CHANNEL, probe))
-        return any(n.payload == probe for n in conn.notifies(timeout=PROBE_TIMEOUT))
 
     def _advance(self, delivering: bool) -> None:
         with self._lock:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_service import metrics
+from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
 from ai_service.repository import JobRepository, Lease
-from worker.backoff import Backoff
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
 from worker.runners import Abandoned, Failed, Outcome, Runner

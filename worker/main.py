@@ -11,11 +11,11 @@ from dataclasses import replace
 from types import FrameType
 
 from prometheus_client import start_http_server
-from sqlalchemy.engine import make_url
 
 from ai_service import db, metrics
 from ai_service.app import make_repository
 from ai_service.config import ConfigError, Settings, load_settings
+from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
@@ -58,12 +58,6 @@ def worker_config(settings: Settings) -> WorkerConfig:
         shutdown_grace=settings.worker_shutdown_grace,
         model_concurrency=settings.model_concurrency,
         listen_conninfo=libpq_url(settings.database_url),
-    )
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(
-        hide_password=False
     )
 
 

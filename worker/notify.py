@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
+from ai_service.backoff import Backoff
+from ai_service.listen import listening
 from ai_service.repository import NOTIFY_CHANNEL, parse_stop_payload
-from worker.backoff import Backoff
 
 log = logging.getLogger("worker.notify")
 
-PROBE_TIMEOUT = 5.0
 RECONNECT_DELAY = 5.0  # the most a lost LISTEN connection waits to be made again
 
 
@@ -54,13 +53,8 @@ class NotifyListener(threading.Thread):
 
     def _listen(self) -> bool:
         """Listen until stopped or the connection drops. False: LISTEN cannot work here."""
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
-                             application_name="ai-service-worker-listen") as conn:
-            channel = sql.Identifier(NOTIFY_CHANNEL)
-            conn.execute(sql.SQL("LISTEN {}").format(channel))
-            probe = f"probe-{uuid.uuid4()}"
-            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, probe))
-            if not self._probe_returns(conn, probe):
+        with listening(self.conninfo, NOTIFY_CHANNEL, "ai-service-worker-listen") as conn:
+            if conn is None:
                 log.warning("LISTEN/NOTIFY is not delivered on this connection (PgBouncer in "
                             "transaction mode?): polling every %.1fs instead", self.poll_interval)
                 return False
@@ -77,6 +71,3 @@ class NotifyListener(threading.Thread):
             self.wake.set()
         else:
             self.on_stop_attempt(*attempt)
-
-    def _probe_returns(self, conn: psycopg.Connection, probe: str) -> bool:
-        return any(n.payload == probe for n in conn.notifies(timeout=PROBE_TIMEOUT))

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ai_service import metrics
+from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.logs import job_context
 from ai_service.repository import JobRepository, Lease
-from worker.backoff import Backoff
 from worker.runners import Completed, Failed, Outcome
 
 log = logging.getLogger("worker")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from worker.backoff import Backoff
+from ai_service.backoff import Backoff
 
 
 def test_each_delay_lies_between_half_and_all_of_a_doubling_capped_step() -> None:

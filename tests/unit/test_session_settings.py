@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from ai_service.config import ConfigError, load_settings
-from ai_service.revocation import RECONNECT_CAP, RECONNECT_FIRST, reconnect_delay
 from ai_service.sessions import (
     LOGIN_BLOCK_FIRST,
     LOGIN_BLOCK_MAX,
@@ -50,11 +49,3 @@ def test_sign_ins_are_free_until_the_limit_then_blocked_for_twice_as_long_each_t
     after = [block_seconds(LOGIN_FREE_FAILURES + n) for n in range(1, 4)]
     assert after == [LOGIN_BLOCK_FIRST, 2 * LOGIN_BLOCK_FIRST, 4 * LOGIN_BLOCK_FIRST]
     assert block_seconds(10_000) == LOGIN_BLOCK_MAX
-
-
-def test_reconnect_delays_grow_are_jittered_and_capped() -> None:
-    first = [reconnect_delay(1) for _ in range(200)]
-    assert all(RECONNECT_FIRST / 2 <= d <= RECONNECT_FIRST for d in first)
-    assert len(set(first)) > 1
-    assert all(RECONNECT_CAP / 2 <= reconnect_delay(50) <= RECONNECT_CAP for _ in range(200))
-    assert max(reconnect_delay(3) for _ in range(200)) > RECONNECT_FIRST
