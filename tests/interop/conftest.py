@@ -1,0 +1,132 @@
+"""The interop suite runs the worker against a real LLM server: llama-cpp-python's server on the
+small GGUF models of shared/llm (a sibling of the repository: <repo>/../shared/llm, or
+INTEROP_MODELS_DIR). `make test` installs the server (the interop extra). Without it, or
+without the models, the suite skips saying why, except under CI=true, where that fails it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_service.app import make_repository
+from ai_service.localpg import free_port
+from ai_service.repository import JobRepository, RetryPolicy
+from tests.conftest import make_settings
+from tests.integration.helpers import new_job
+from tests.interop.llama_server import API_KEY, MODEL_ALIAS, LlamaServer
+from tests.interop.tcp_proxy import TcpProxy
+from worker.loop import Worker
+from worker.main import build_runners, worker_config
+
+REPO = Path(__file__).resolve().parents[2]
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; under CI=true the interop suite must run, not skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    where = Path(os.environ.get("INTEROP_MODELS_DIR") or REPO.parent / "shared" / "llm")
+    if not (where / "tiny.gguf").is_file():
+        unavailable(f"no test models at {where} (set INTEROP_MODELS_DIR to shared/llm)")
+    if importlib.util.find_spec("llama_cpp") is None:
+        unavailable("llama-cpp-python[server] is not installed: `make test` installs it with "
+                    "the interop extra; its build (llama.cpp from source) failed here")
+    return where
+
+
+def serve(models_dir: Path) -> Iterator[LlamaServer]:
+    server = LlamaServer(models_dir / "tiny.gguf", free_port(), n_ctx=256)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_log()
+
+
+@pytest.fixture(scope="module")
+def llama_server(models_dir: Path) -> Iterator[LlamaServer]:
+    """One server for the tests that leave it running: tiny.gguf with a 256-token context."""
+    yield from serve(models_dir)
+
+
+@pytest.fixture
+def own_llama_server(models_dir: Path) -> Iterator[LlamaServer]:
+    """A server this test may stop and start again on the same port."""
+    yield from serve(models_dir)
+
+
+@pytest.fixture
+def proxy(llama_server: LlamaServer) -> Iterator[TcpProxy]:
+    tcp_proxy = TcpProxy(llama_server.port)
+    yield tcp_proxy
+    tcp_proxy.close()
+
+
+class RunningWorker:
+    """A Worker (the loop `python -m worker` runs) on a thread, against a real database."""
+
+    def __init__(self, worker: Worker, repo: JobRepository) -> None:
+        self.worker = worker
+        self.repo = repo
+        self.thread = threading.Thread(target=worker.run, name="interop-worker")
+        self.thread.start()
+
+    def submit(self, job_input: dict[str, Any], max_attempts: int = 3) -> Any:
+        [(job, _)] = self.repo.create_jobs([new_job(input=job_input, max_attempts=max_attempts,
+                                                    model_profile=MODEL_ALIAS)])
+        return job["id"]
+
+    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool],
+                 timeout: float = 120) -> dict:
+        """Poll until the job satisfies `predicate`, or return it as it is at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.repo.get_job(job_id)
+            if predicate(job) or time.monotonic() > deadline:
+                return job
+            time.sleep(0.02)
+
+    def wait_finished(self, job_id: Any, timeout: float = 120) -> dict:
+        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
+
+    def stop(self) -> None:
+        self.worker.request_stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def start_worker(database_url: str) -> Iterator[Callable[..., RunningWorker]]:
+    started: list[RunningWorker] = []
+
+    def start(base_url: str, api_key: str = API_KEY, backoff: float = 0.0,
+              **env: str) -> RunningWorker:
+        settings = make_settings(database_url, **{
+            "LLM_BASE_URL": base_url, "LLM_API_KEY": api_key, "LLM_MODEL": MODEL_ALIAS,
+            "LLM_TIMEOUT": "120s", "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "2",
+            **env,
+        })
+        repo = make_repository(settings, "interop-worker")
+        repo.policy = RetryPolicy(backoff_base=backoff, backoff_max=backoff, max_deferrals=5)
+        started.append(RunningWorker(
+            Worker(repo, build_runners(settings), worker_config(settings)), repo))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+        running.repo.engine.dispose()
