@@ -297,14 +297,14 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-# A 5xx whose body blames the request: llama-cpp-python answers any exception of its request
-# handler with 500, its own request validation (pydantic) and a chat template choking on the
-# messages included, and llama.cpp answers 501 for a feature it was not started with. The
-# same request fails the same way every time, so retrying only delays the verdict.
+# A 5xx whose body blames the request. llama-cpp-python answers any exception of its request
+# handler with 500: its own request validation (pydantic: "1 validation error ... Input should
+# be ...") and its chat template choking on list or null content ("can only concatenate str")
+# among them; a server that tags its 5xx as the request's fault is taken at its word. The same
+# request fails the same way every time, so retrying only delays the verdict.
 _REQUEST_AT_FAULT = re.compile(
-    r"\d+ validation errors?\b|input should be|invalid_request_error|not_supported_error"
-    r"|can only concatenate str|unsupported operand type|object is not subscriptable"
-    r"|is not iterable",
+    r"\d+ validation errors?\b|input should be|can only concatenate str"
+    r"|invalid_request_error|not_supported_error",
     re.IGNORECASE,
 )
 # A 503 saying the server is not ready for this request yet, though healthy: llama.cpp while
@@ -318,15 +318,15 @@ _NOT_READY = re.compile(
 def classify_status(response: requests.Response, *secrets: str | None) -> ProviderError:
     """Map an HTTP error status, read with its body, to a category and its retry rule."""
     status = response.status_code
-    text = scrub(error_text(response), *secrets)
-    said = f"{error_type(response)} {error_text(response)}"
-    message = f"HTTP {status}: {text}"
+    reason = error_text(response)
+    said = f"{error_type(response)} {reason}"
+    message = f"HTTP {status}: {scrub(reason, *secrets)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429 or (status == 503 and (retry_after is not None or _NOT_READY.search(said))):
         return ProviderError("rate_limited", message, retryable=True,
                              retry_after=retry_after, defer=True)
     if status == 501 or (status >= 500 and _REQUEST_AT_FAULT.search(said)):
-        return ProviderError("invalid_input", message)
+        return ProviderError("invalid_input", message)  # 501: a feature the server lacks
     if status >= 500:
         return ProviderError("provider_unavailable", message, retryable=True)
     if status in (401, 403):
