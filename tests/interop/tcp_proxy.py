@@ -41,16 +41,20 @@ class TcpProxy:
 
     def close(self) -> None:
         self._closing.set()
-        self.listener.close()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.listener.close()
 
     def _accept(self) -> None:
+        self.listener.settimeout(0.05)  # closing a listener does not wake a blocked accept
         while not self._closing.is_set():
             try:
                 client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:  # the listener was closed
                 return
+            client.settimeout(None)
             record = ProxiedConnection(opened_at=time.monotonic())
             with self._lock:
                 self.connections.append(record)
