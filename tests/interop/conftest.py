@@ -7,26 +7,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ai_service.app import make_repository
 from ai_service.localpg import free_port
-from ai_service.repository import JobRepository, RetryPolicy
+from ai_service.repository import RetryPolicy
 from tests.conftest import make_settings
-from tests.integration.helpers import new_job
 from tests.interop.llama_server import API_KEY, MODEL_ALIAS, LlamaServer
 from tests.interop.tcp_proxy import TcpProxy
-from worker.loop import Worker
-from worker.main import build_runners, worker_config
+from tests.support.running_worker import RunningWorker
 
 REPO = Path(__file__).resolve().parents[2]
-FINISHED = ("completed", "failed", "cancelled")
 
 
 def unavailable(reason: str) -> None:
@@ -75,39 +68,6 @@ def proxy(llama_server: LlamaServer) -> Iterator[TcpProxy]:
     tcp_proxy.close()
 
 
-class RunningWorker:
-    """A Worker (the loop `python -m worker` runs) on a thread, against a real database."""
-
-    def __init__(self, worker: Worker, repo: JobRepository) -> None:
-        self.worker = worker
-        self.repo = repo
-        self.thread = threading.Thread(target=worker.run, name="interop-worker")
-        self.thread.start()
-
-    def submit(self, job_input: dict[str, Any], max_attempts: int = 3) -> Any:
-        [(job, _)] = self.repo.create_jobs([new_job(input=job_input, max_attempts=max_attempts,
-                                                    model_profile=MODEL_ALIAS)])
-        return job["id"]
-
-    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool],
-                 timeout: float = 120) -> dict:
-        """Poll until the job satisfies `predicate`, or return it as it is at the deadline."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.repo.get_job(job_id)
-            if predicate(job) or time.monotonic() > deadline:
-                return job
-            time.sleep(0.02)
-
-    def wait_finished(self, job_id: Any, timeout: float = 120) -> dict:
-        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
-
-    def stop(self) -> None:
-        self.worker.request_stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def start_worker(database_url: str) -> Iterator[Callable[..., RunningWorker]]:
     started: list[RunningWorker] = []
@@ -119,14 +79,10 @@ def start_worker(database_url: str) -> Iterator[Callable[..., RunningWorker]]:
             "LLM_TIMEOUT": "120s", "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "2",
             **env,
         })
-        repo = make_repository(settings, "interop-worker")
-        repo.policy = RetryPolicy(backoff_base=backoff, backoff_max=backoff, max_deferrals=5)
-        started.append(RunningWorker(
-            Worker(repo, build_runners(settings), worker_config(settings)), repo))
+        policy = RetryPolicy(backoff_base=backoff, backoff_max=backoff, max_deferrals=5)
+        started.append(RunningWorker(settings, policy))
         return started[-1]
 
     yield start
     for running in started:
-        if running.thread.is_alive():
-            running.stop()
-        running.repo.engine.dispose()
+        running.stop()

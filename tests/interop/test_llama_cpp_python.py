@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.interop.conftest import RunningWorker
 from tests.interop.llama_server import MODEL_ALIAS, LlamaServer
 from tests.interop.tcp_proxy import TcpProxy
+from tests.support.running_worker import RunningWorker
 
 pytestmark = pytest.mark.interop
 
