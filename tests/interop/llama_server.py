@@ -4,6 +4,7 @@ tests start, stop and start again on the same port."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,28 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=30)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its port but reads and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def crash(self) -> None:
+        """SIGKILL, as an out-of-memory kill would: the kernel closes its connections."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def unread_request_bytes(self) -> int:
+        """Bytes clients sent that the server has not read yet, on its established
+        connections (the rx_queue of /proc/net/tcp)."""
+        total = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            if local_port == self.port and fields[3] == "01":  # 01: ESTABLISHED
+                total += int(fields[4].split(":")[1], 16)
+        return total
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -91,6 +91,23 @@ def test_a_job_created_while_the_server_is_down_completes_once_it_is_back(
     assert 1 < job["attempts"] < 200
 
 
+def test_a_server_dying_with_the_request_in_hand_is_not_reported_as_a_refused_connection(
+    own_llama_server: LlamaServer, start_worker: StartWorker
+) -> None:
+    own_llama_server.freeze()  # so the request is surely in its hands when it dies
+    w = start_worker(own_llama_server.base_url)
+    job_id = w.submit({"user": "hello"}, max_attempts=1)
+    deadline = time.monotonic() + 60
+    while own_llama_server.unread_request_bytes() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert own_llama_server.unread_request_bytes() > 0, "the request never reached the server"
+    own_llama_server.crash()
+    job = w.wait_finished(job_id)
+    assert (job["status"], job["error_category"]) == ("failed", "provider_unavailable")
+    assert job["error_message"] == (
+        "the provider reset the connection after the request was sent, before answering")
+
+
 def test_a_cancel_closes_the_connection_to_the_server_within_a_second(
     proxy: TcpProxy, start_worker: StartWorker
 ) -> None:
