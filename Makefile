@@ -20,10 +20,12 @@ install: $(VENV)/.installed
 
 # llama-cpp-python's server for the interop tests (tests/interop): the interop extra of
 # setup.cfg. pip builds llama.cpp from source the first time (about 10 minutes on 2 cores;
-# its wheel cache makes it instant after that), so only `make test` asks for it.
+# its wheel cache makes it instant after that), so only `make test` asks for it. Where it
+# cannot be built the interop tests skip saying so; under CI=true the build must succeed.
 $(VENV)/.interop: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet -e '.[test,interop]'
-	touch $@
+	@if $(VENV)/bin/pip install --quiet -e '.[test,interop]'; then touch $@; \
+	elif [ "$$CI" = "true" ]; then exit 1; \
+	else echo "llama-cpp-python[server] could not be built here: tests/interop will skip"; fi
 
 interop: compiler $(VENV)/.interop
 
