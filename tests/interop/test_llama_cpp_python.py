@@ -23,7 +23,9 @@ def test_a_chat_job_completes_with_the_servers_answer_and_usage(
     llama_server: LlamaServer, start_worker: StartWorker
 ) -> None:
     w = start_worker(llama_server.base_url)
-    job = w.wait_finished(w.submit({"system": "Be brief.", "user": "Say hello", "max_tokens": 8}))
+    # Greedy decoding: the same answer every run, so never an empty one by chance.
+    job = w.wait_finished(w.submit({"system": "Be brief.", "user": "Say hello", "max_tokens": 8,
+                                    "temperature": 0}))
     assert (job["status"], job["attempts"]) == ("completed", 1), job["error_message"]
     result = job["result"]
     assert isinstance(result["content"], str) and result["model"] == MODEL_ALIAS
