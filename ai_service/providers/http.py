@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.client import IncompleteRead, RemoteDisconnected
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -284,20 +287,44 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# Secrets shorter than this are blanked only whole; from this length on, any run of this many
+# characters of one is, so an echo of a key's first characters does not leak them.
+SECRET_RUN = 8
+
+
 def scrub(text: str, *secrets: str | None) -> str:
-    """Shorten a provider's error text and blank any secret it echoes back."""
+    """Shorten a provider's error text and blank any secret it echoes back: whole, in part (a
+    run of SECRET_RUN characters or more, as OpenAI echoes a key's start), in any letter case."""
+    text = text[:MAX_ERROR_TEXT * 4]  # bounds the scan; what is kept is cut below
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            text = _blank_runs(text, secret.lower(), min(SECRET_RUN, len(secret)))
     return text[:MAX_ERROR_TEXT]
+
+
+def _blank_runs(text: str, secret: str, run: int) -> str:
+    """Replace every stretch of `text` that matches `run` or more consecutive characters of
+    `secret` (both compared lower-cased) with ***."""
+    starts = {secret[i:i + run] for i in range(len(secret) - run + 1)}
+    lower = text.lower()
+    kept: list[str] = []
+    i = 0
+    while i < len(text):
+        if lower[i:i + run] in starts:
+            end = i + run
+            while end < len(text) and lower[i:end + 1] in secret:
+                end += 1
+            kept.append("***")
+            i = end
+        else:
+            kept.append(text[i])
+            i += 1
+    return "".join(kept)
 
 
 def error_text(response: requests.Response) -> str:
     """The provider's own error message when it sent one, else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:MAX_ERROR_TEXT]
+    body = _json_body(response)
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -311,28 +338,110 @@ def error_text(response: requests.Response) -> str:
     return response.text[:MAX_ERROR_TEXT]
 
 
+def error_type(response: requests.Response) -> str:
+    """The kind of error the provider names, where its body says one: OpenAI's `type` and
+    `code` (vLLM, llama.cpp and Ollama copy its shape), joined; empty otherwise."""
+    body = _json_body(response)
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    fields = error if isinstance(error, dict) else body
+    return " ".join(str(fields[key]) for key in ("type", "code") if fields.get(key) is not None)
+
+
+def _json_body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def classify_exception(exc: requests.RequestException, signal: AbortSignal | None) -> Exception:
+    """A request that got no complete answer. Where it broke is in the message: an operator
+    reads "refused" as the server being down and "reset mid-answer" as it crashing or a proxy
+    cutting it off. All are worth another attempt."""
     if signal is not None and signal.aborted:
         return Aborted("the request was abandoned")
+    if isinstance(exc, requests.ConnectTimeout):
+        return ProviderError("timeout", "could not connect to the provider in time",
+                             retryable=True)
     if isinstance(exc, requests.Timeout):
         return ProviderError("timeout", "the provider did not answer in time", retryable=True)
-    if isinstance(exc, requests.ConnectionError):
-        return ProviderError(
-            "provider_unavailable", "could not connect to the provider", retryable=True
-        )
-    return ProviderError("provider_unavailable", type(exc).__name__, retryable=True)
+    return ProviderError("provider_unavailable", _broken_connection(exc), retryable=True)
+
+
+_MID_ANSWER = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+               IncompleteRead, urllib3.exceptions.IncompleteRead)
+
+
+def _broken_connection(exc: requests.RequestException) -> str:
+    chain = _causes(exc)
+
+    def broke_with(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    if broke_with(urllib3.exceptions.NewConnectionError):  # refused, unreachable, no such name
+        return "could not connect to the provider"
+    if broke_with(*_MID_ANSWER):
+        return "the connection broke in the middle of the provider's answer"
+    if broke_with(RemoteDisconnected):  # a FIN; RemoteDisconnected is a ConnectionResetError
+        return "the provider closed the connection after the request was sent, before answering"
+    if broke_with(ConnectionResetError):
+        return "the provider reset the connection after the request was sent, before answering"
+    socket_errors = [type(e).__name__ for e in chain if isinstance(e, OSError)]
+    return f"the request to the provider failed ({(socket_errors or [type(exc).__name__])[0]})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps: requests and urllib3 nest the socket's error
+    in `args`, `reason` and `__context__`."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo.extend(a for a in e.args if isinstance(a, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            inner = getattr(e, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return seen
+
+
+# A 5xx whose body blames the request. llama-cpp-python answers any exception of its request
+# handler with 500: its own request validation (pydantic: "1 validation error ... Input should
+# be ...") and its chat template choking on list or null content ("can only concatenate str")
+# among them; a server that tags its 5xx as the request's fault is taken at its word. The same
+# request fails the same way every time, so retrying only delays the verdict.
+_REQUEST_AT_FAULT = re.compile(
+    r"\d+ validation errors?\b|input should be|can only concatenate str"
+    r"|invalid_request_error|not_supported_error",
+    re.IGNORECASE,
+)
+# A 503 saying the server is not ready for this request yet, though healthy: llama.cpp while
+# it loads the model (without Retry-After), Ollama with its queue full, OpenAI overloaded.
+# Backpressure: come back later without spending an attempt.
+_NOT_READY = re.compile(
+    r"loading model|unavailable_error|server busy|overloaded", re.IGNORECASE
+)
 
 
 def classify_status(response: requests.Response, *secrets: str | None) -> ProviderError:
-    """Map an HTTP error status to a category and its retry rule."""
+    """Map an HTTP error status, read with its body, to a category and its retry rule."""
     status = response.status_code
-    text = scrub(error_text(response), *secrets)
+    reason = error_text(response)
+    said = f"{error_type(response)} {reason}"
+    message = f"HTTP {status}: {scrub(reason, *secrets)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if status == 429 or (status == 503 and retry_after is not None):
-        return ProviderError("rate_limited", f"HTTP {status}: {text}", retryable=True,
+    if status == 429 or (status == 503 and (retry_after is not None or _NOT_READY.search(said))):
+        return ProviderError("rate_limited", message, retryable=True,
                              retry_after=retry_after, defer=True)
+    if status == 501 or (status >= 500 and _REQUEST_AT_FAULT.search(said)):
+        return ProviderError("invalid_input", message)  # 501: a feature the server lacks
     if status >= 500:
-        return ProviderError("provider_unavailable", f"HTTP {status}: {text}", retryable=True)
+        return ProviderError("provider_unavailable", message, retryable=True)
     if status in (401, 403):
-        return ProviderError("auth", f"HTTP {status}: {text}")
-    return ProviderError("invalid_input", f"HTTP {status}: {text}")
+        return ProviderError("auth", message)
+    return ProviderError("invalid_input", message)

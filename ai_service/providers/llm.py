@@ -17,13 +17,15 @@ from ai_service.providers.http import (
     classify_exception,
     classify_status,
     error_text,
+    error_type,
     observed_call,
     scrub,
     total_deadline,
 )
 
-# vLLM: "This model's maximum context length is N tokens"; llama.cpp: exceed_context_size_error;
-# OpenAI: context_length_exceeded.
+# vLLM and OpenAI: "This model's maximum context length is N tokens"; llama-cpp-python and
+# OpenAI: code context_length_exceeded; llama.cpp: exceed_context_size_error, "exceeds the
+# available context size".
 _CONTEXT_LENGTH = re.compile(
     r"maximum context length|exceed_context_size|context_length_exceeded|context size",
     re.IGNORECASE,
@@ -64,13 +66,18 @@ class LLMClient:
                     )
             except requests.RequestException as exc:
                 raise classify_exception(exc, signal) from None
-        if response.status_code == 400 and _CONTEXT_LENGTH.search(response.text):
-            raise ProviderError(
-                "context_length_exceeded", scrub(error_text(response), self.api_key)
-            )
         if response.status_code >= 400:
-            raise classify_status(response, self.api_key)
+            raise classify_llm_error(response, self.api_key)
         return parse_completion(response)
+
+
+def classify_llm_error(response: requests.Response, api_key: str | None) -> ProviderError:
+    """An LLM server's error answer as a category: a prompt too long for the model is a client
+    error of its own (the caller must shorten it), the rest as for any provider."""
+    said = f"{error_type(response)} {error_text(response)}"
+    if 400 <= response.status_code < 500 and _CONTEXT_LENGTH.search(said):
+        return ProviderError("context_length_exceeded", scrub(error_text(response), api_key))
+    return classify_status(response, api_key)
 
 
 def parse_completion(response: requests.Response) -> dict[str, Any]:

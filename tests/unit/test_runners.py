@@ -56,6 +56,7 @@ def response(status: int, body: str = "{}", headers: dict | None = None) -> requ
     (503, {"Retry-After": "3"}, "rate_limited", True, True),
     (503, {}, "provider_unavailable", True, False),
     (500, {}, "provider_unavailable", True, False),
+    (501, {}, "invalid_input", False, False),
     (401, {}, "auth", False, False),
     (403, {}, "auth", False, False),
     (400, {}, "invalid_input", False, False),

@@ -1,0 +1,54 @@
+"""A Worker (the loop `python -m worker` runs) on a thread of the test process, against a real
+database, with the polling helpers the tests wait with."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ai_service.app import make_repository
+from ai_service.config import Settings
+from ai_service.repository import JobRepository, NewJob, RetryPolicy
+from worker.loop import Worker
+from worker.main import build_runners, worker_config
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class RunningWorker:
+    def __init__(self, settings: Settings, policy: RetryPolicy) -> None:
+        self.repo: JobRepository = make_repository(settings, "worker-under-test")
+        self.repo.policy = policy
+        self.worker = Worker(self.repo, build_runners(settings), worker_config(settings))
+        self.thread = threading.Thread(target=self.worker.run, name="worker-under-test")
+        self.thread.start()
+
+    def submit(self, job_input: dict[str, Any], max_attempts: int = 3) -> Any:
+        [(job, _)] = self.repo.create_jobs([NewJob(
+            owner_service="telephony", owner_ref="beeline/1", task_type="llm_chat",
+            model_profile=self.worker.model_profiles[0], input=job_input,
+            max_attempts=max_attempts,
+        )])
+        return job["id"]
+
+    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool],
+                 timeout: float = 120) -> dict:
+        """Poll until the job satisfies `predicate`, or return it as it is at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.repo.get_job(job_id)
+            if predicate(job) or time.monotonic() > deadline:
+                return job
+            time.sleep(0.02)
+
+    def wait_finished(self, job_id: Any, timeout: float = 120) -> dict:
+        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.worker.request_stop()
+            self.thread.join(timeout=60)
+            assert not self.thread.is_alive()
+        self.repo.engine.dispose()
