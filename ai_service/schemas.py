@@ -392,7 +392,9 @@ class ProviderStatusSchema(Schema):
     error = fields.String(required=True, allow_none=True)
 
 
-class ProvidersSchema(Schema):
+# Not "Providers" nor "Error": openapi-python-client names a model's local variable after the
+# model, and one named like its only field does not pass mypy --strict.
+class ProvidersStatusSchema(Schema):
     providers = fields.List(fields.Nested(ProviderStatusSchema), required=True)
 
 
@@ -403,5 +405,5 @@ class ErrorBodySchema(Schema):
     details = fields.Dict(required=True)
 
 
-class ErrorSchema(Schema):
+class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)

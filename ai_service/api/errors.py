@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ai_service.api.openapi import DocumentedApi
 from ai_service.errors import ServiceError, fault_summary
-from ai_service.schemas import ErrorSchema
+from ai_service.schemas import ErrorResponseSchema
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _validation_details(messages: dict[str, Any]) -> dict[str, Any]:
 class ServiceApi(DocumentedApi):
     """flask-smorest's Api with the project's error shape instead of its own."""
 
-    ERROR_SCHEMA = ErrorSchema
+    ERROR_SCHEMA = ErrorResponseSchema
 
     def handle_http_exception(self, error: HTTPException) -> ResponseReturnValue:
         status = error.code or 500

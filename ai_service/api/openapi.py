@@ -13,7 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask import Flask
 from marshmallow import fields
 
-from ai_service.schemas import ErrorSchema, NamedEnum
+from ai_service.schemas import ErrorResponseSchema, NamedEnum
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +51,7 @@ class DocumentedBlueprint(flask_smorest.Blueprint):
             for status in every:
                 description, headers = _ERRORS[status]
                 view = self.alt_response(
-                    status, schema=ErrorSchema, description=description,
+                    status, schema=ErrorResponseSchema, description=description,
                     headers=headers or None,
                 )(view)
             return view

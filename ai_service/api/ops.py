@@ -11,7 +11,7 @@ from ai_service.api.auth import allow
 from ai_service.api.openapi import DocumentedBlueprint
 from ai_service.auth import ROLE_ADMIN
 from ai_service.providers.status import check_providers
-from ai_service.schemas import ProvidersSchema, StatsSchema
+from ai_service.schemas import ProvidersStatusSchema, StatsSchema
 
 blp = DocumentedBlueprint("ops", __name__, url_prefix="/api/v1", description="Operations")
 
@@ -31,7 +31,7 @@ class Stats(MethodView):
 @blp.route("/providers/status")
 class ProvidersStatus(MethodView):
     @allow(ROLE_ADMIN)
-    @blp.response(200, ProvidersSchema)
+    @blp.response(200, ProvidersStatusSchema)
     @blp.errors()
     @blp.doc(operationId="getProvidersStatus")
     def get(self) -> Any:
