@@ -82,7 +82,7 @@ class Jobs(MethodView):
     @allow(*CALLERS)
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobPageSchema)
-    @blp.errors()
+    @blp.errors(403)
     @blp.doc(operationId="listJobs")
     def get(self, query: dict[str, Any]) -> Any:
         """List jobs, newest first (keyset pagination: pass next_cursor as cursor)."""
@@ -92,7 +92,7 @@ class Jobs(MethodView):
     @blp.arguments(JobCreateSchema)
     @blp.response(201, JobSchema)
     @blp.alt_response(200, schema=JobSchema, description="The job this idempotency_key made.")
-    @blp.errors(409, body=True)
+    @blp.errors(403, 409, body=True)
     @blp.doc(operationId="createJob")
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
@@ -108,7 +108,7 @@ class JobBatch(MethodView):
     @_batch_within_limit
     @blp.arguments(JobBatchCreateSchema)
     @blp.response(201, JobBatchSchema)
-    @blp.errors(409, body=True)
+    @blp.errors(403, 409, body=True)
     @blp.doc(operationId="createJobs")
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
@@ -124,7 +124,7 @@ class JobClaim(MethodView):
     @allow(*WORKERS)
     @blp.arguments(ClaimSchema)
     @blp.response(200, ClaimedSchema)
-    @blp.errors(body=True)
+    @blp.errors(403, body=True)
     @blp.doc(operationId="claimJobs")
     def post(self, body: dict[str, Any]) -> Any:
         """Atomically hand up to `limit` claimable jobs to a worker, each with a lease token."""
@@ -168,7 +168,7 @@ class JobComplete(MethodView):
     @allow(*WORKERS)
     @blp.arguments(CompleteSchema)
     @blp.response(200, JobSchema)
-    @blp.errors(404, 409, body=True)
+    @blp.errors(403, 404, 409, body=True)
     @blp.doc(operationId="completeJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Store the result of the attempt holding this lease token; otherwise 409."""
@@ -182,7 +182,7 @@ class JobFail(MethodView):
     @allow(*WORKERS)
     @blp.arguments(FailSchema)
     @blp.response(200, JobSchema)
-    @blp.errors(404, 409, body=True)
+    @blp.errors(403, 404, 409, body=True)
     @blp.doc(operationId="failJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Record a failed attempt. Retryable with attempts left → pending after a backoff;
@@ -206,7 +206,7 @@ class JobHeartbeat(MethodView):
     @allow(*WORKERS)
     @blp.arguments(HeartbeatSchema)
     @blp.response(200, JobSchema)
-    @blp.errors(404, 409, body=True)
+    @blp.errors(403, 404, 409, body=True)
     @blp.doc(operationId="heartbeatJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Extend the lease. 409 when the job is no longer wanted (cancelled, reclaimed)."""
@@ -218,7 +218,7 @@ class JobHeartbeat(MethodView):
 class JobRetry(MethodView):
     @allow(*CALLERS)
     @blp.response(200, JobSchema)
-    @blp.errors(404, 409)
+    @blp.errors(403, 404, 409)
     @blp.doc(operationId="retryJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Failed, cancelled or running → pending with attempts allowed again."""
@@ -229,7 +229,7 @@ class JobRetry(MethodView):
 class JobCancel(MethodView):
     @allow(*CALLERS)
     @blp.response(200, JobSchema)
-    @blp.errors(404, 409)
+    @blp.errors(403, 404, 409)
     @blp.doc(operationId="cancelJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Pending or running → cancelled; a later complete from the worker gets 409."""

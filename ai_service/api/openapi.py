@@ -17,8 +17,9 @@ from ai_service.schemas import ErrorResponseSchema, NamedEnum
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Any operation can meet these: every one is behind a token and a role, and reads PostgreSQL.
-EVERY_OPERATION = (401, 403, 500, 503)
+# Any operation can meet these: every one is behind a token, and reads PostgreSQL. (403 is an
+# operation's own: one that every role may call never answers it.)
+EVERY_OPERATION = (401, 500, 503)
 # And an operation that reads a JSON body these (422 is declared by `arguments` itself).
 WITH_BODY = (400, 413, 415)
 
@@ -30,8 +31,9 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     403: ("forbidden: the token's role may not do this, or may not create jobs for that "
           "owner_service.", {}),
     404: ("not_found: no such job (or not one of the token's owner services).", {}),
-    409: ("job_state_conflict: the job's status (or a lease no longer this worker's) does "
-          "not allow this; idempotency_conflict: the idempotency_key made a different job.", {}),
+    409: ("job_state_conflict: the job's status, or a lease no longer this worker's, does "
+          "not allow this. Creating, idempotency_conflict: the idempotency_key made a "
+          "different job.", {}),
     413: ("payload_too_large: the body is larger than MAX_CONTENT_LENGTH.", {}),
     415: ("unsupported_media_type: send the body as application/json.", {}),
     500: ("internal_error: details.request_id finds the log line.", {}),

@@ -20,7 +20,7 @@ blp = DocumentedBlueprint("ops", __name__, url_prefix="/api/v1", description="Op
 class Stats(MethodView):
     @allow(ROLE_ADMIN)
     @blp.response(200, StatsSchema)
-    @blp.errors()
+    @blp.errors(403)
     @blp.doc(operationId="getStats")
     def get(self) -> Any:
         """All-time counts by status, by task type × model profile × status, failures by
@@ -32,7 +32,7 @@ class Stats(MethodView):
 class ProvidersStatus(MethodView):
     @allow(ROLE_ADMIN)
     @blp.response(200, ProvidersStatusSchema)
-    @blp.errors()
+    @blp.errors(403)
     @blp.doc(operationId="getProvidersStatus")
     def get(self) -> Any:
         """Whether each configured AI provider answers, within 2 seconds. No secrets."""

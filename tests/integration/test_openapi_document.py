@@ -31,22 +31,23 @@ OPERATIONS = {
     ("get", "/api/v1/stats"): "getStats",
     ("get", "/api/v1/providers/status"): "getProvidersStatus",
 }
-EVERY = {"401", "403", "500", "503"}
+EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
+# 403 only where some role may not call the operation (reading a job any role may).
 ERRORS = {
-    "listJobs": EVERY | {"422"},
-    "createJob": EVERY | BODY | {"409"},
-    "createJobs": EVERY | BODY | {"409"},
-    "claimJobs": EVERY | BODY,
+    "listJobs": EVERY | {"403", "422"},
+    "createJob": EVERY | BODY | {"403", "409"},
+    "createJobs": EVERY | BODY | {"403", "409"},
+    "claimJobs": EVERY | BODY | {"403"},
     "getJob": EVERY | {"404"},
     "listJobEvents": EVERY | {"404"},
-    "completeJob": EVERY | BODY | {"404", "409"},
-    "failJob": EVERY | BODY | {"404", "409"},
-    "heartbeatJob": EVERY | BODY | {"404", "409"},
-    "retryJob": EVERY | {"404", "409"},
-    "cancelJob": EVERY | {"404", "409"},
-    "getStats": EVERY,
-    "getProvidersStatus": EVERY,
+    "completeJob": EVERY | BODY | {"403", "404", "409"},
+    "failJob": EVERY | BODY | {"403", "404", "409"},
+    "heartbeatJob": EVERY | BODY | {"403", "404", "409"},
+    "retryJob": EVERY | {"403", "404", "409"},
+    "cancelJob": EVERY | {"403", "404", "409"},
+    "getStats": EVERY | {"403"},
+    "getProvidersStatus": EVERY | {"403"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 
