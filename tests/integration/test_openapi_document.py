@@ -5,6 +5,7 @@ test_openapi_fuzz.py checks the answers against it.)"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,10 @@ import ai_service.app  # noqa: F401  (imports every module that defines an error
 from ai_service.api.errors import _HTTP_CODES
 from ai_service.errors import ServiceError
 from ai_service.models import JOB_STATUSES
+from ai_service.repository import JobRepository
+from tests.conftest import issue_token
+from tests.integration.conftest import client_with
+from tests.integration.helpers import job_body, new_job
 
 OPERATIONS = {
     ("get", "/api/v1/jobs"): "listJobs",
@@ -100,6 +105,35 @@ def test_every_operation_declares_its_own_error_statuses_and_no_default(
             assert response["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/ErrorResponse"
             }, (operation["operationId"], status)
+
+
+def test_each_role_is_answered_only_statuses_the_operation_declares(
+    app: Flask, repo: JobRepository, doc: dict[str, Any]
+) -> None:
+    """Every operation called as each role, and without a token: what the role may not do is
+    a declared 403, what it may do answers a declared status (a 403 that reading a job never
+    answers is not declared)."""
+    [(job, _)] = repo.create_jobs([new_job()])
+    lease = {"worker_id": "w1", "lease_token": str(uuid.uuid4())}
+    bodies = {
+        "createJob": job_body(owner_ref="beeline/2"),
+        "createJobs": {"jobs": [job_body(owner_ref="beeline/3")]},
+        "claimJobs": {"worker_id": "w1", "limit": 1},
+        "completeJob": {**lease, "result": None},
+        "failJob": {**lease, "category": "boom"},
+        "heartbeatJob": lease,
+    }
+    clients = {"anonymous": app.test_client(), **{
+        role: client_with(app, issue_token(repo, role, ("telephony",) if role == "caller" else ()))
+        for role in ("caller", "worker", "admin")
+    }}
+    for role, client in clients.items():
+        for method, path, operation in operations(doc):
+            name = operation["operationId"]
+            url = path.replace("{job_id}", str(job["id"]))
+            response = client.open(url, method=method.upper(), json=bodies.get(name))
+            assert str(response.status_code) in operation["responses"], (role, name, response.json)
+            assert (response.status_code == 401) == (role == "anonymous"), (role, name)
 
 
 def test_a_database_outage_says_when_to_retry(doc: dict[str, Any]) -> None:
