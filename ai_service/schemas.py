@@ -73,8 +73,8 @@ def job_status(**kwargs: Any) -> NamedEnum:
     return NamedEnum("JobStatus", m.JOB_STATUSES, "A job's state.", **kwargs)
 
 
-# Every `error.code` the API answers; tests/unit/test_openapi_contract.py checks that the
-# service's errors name no other (a generated client refuses a value outside its enum).
+# Every `error.code` the API answers; tests/integration/test_openapi_document.py checks that
+# the service's errors name no other (a generated client refuses a value outside its enum).
 ERROR_CODES = (
     "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict",
     "job_state_conflict", "idempotency_conflict", "payload_too_large",
