@@ -4,6 +4,7 @@ these, so they are the contract remote callers and workers code against."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,33 @@ def _name(max_length: int, **kwargs: Any) -> fields.String:
     return fields.String(
         validate=[validate.Length(min=1, max=max_length), _check_json], **kwargs
     )
+
+
+class NamedEnum(fields.String):
+    """A string from a fixed set that the OpenAPI document names once, as a component of its
+    own (ai_service/api/openapi.py): a generated client gets one enum type, used everywhere.
+    Dumping does not validate, so a response carries the value as it is."""
+
+    def __init__(self, component: str, values: Sequence[str], description: str,
+                 **kwargs: Any) -> None:
+        super().__init__(validate=validate.OneOf(values), **kwargs)
+        self.component = component
+        self.values = tuple(values)
+        self.description = description
+
+
+def job_status(**kwargs: Any) -> NamedEnum:
+    return NamedEnum("JobStatus", m.JOB_STATUSES, "A job's state.", **kwargs)
+
+
+# Every `error.code` the API answers; tests/integration/test_openapi_document.py checks that
+# the service's errors name no other (a generated client refuses a value outside its enum).
+ERROR_CODES = (
+    "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict",
+    "job_state_conflict", "idempotency_conflict", "payload_too_large",
+    "unsupported_media_type", "validation_error", "too_many_requests", "http_error",
+    "internal_error", "database_unavailable",
+)
 
 
 class JsonValue(fields.Raw):
@@ -118,7 +146,7 @@ class CountedList(fields.List):
 
 class JobItems(fields.List):
     """A batch's items: only the list is checked here; JobBatchCreateSchema checks each item,
-    with the errors capped (the inner field still documents the items as objects)."""
+    with the errors capped (the inner field still documents the items' fields)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
         if not isinstance(value, list):
@@ -162,7 +190,7 @@ class JobCreateSchema(JobFieldsSchema):
 class JobBatchCreateSchema(InputSchema):
     defaults = fields.Nested(JobFieldsSchema, load_default=dict)
     jobs = JobItems(
-        fields.Dict(), required=True, validate=validate.Length(min=1),
+        fields.Nested(JobFieldsSchema), required=True, validate=validate.Length(min=1),
         metadata={"description": "Per-item fields override `defaults`."},
     )
 
@@ -198,46 +226,53 @@ def _load_item(item: Any) -> dict[str, Any]:
 
 
 class JobSchema(Schema):
-    id = fields.UUID()
-    owner_service = fields.String()
-    owner_ref = fields.String()
-    task_type = fields.String()
-    model_profile = fields.String()
-    input = fields.Dict()
-    result = fields.Raw(allow_none=True)
-    status = fields.String(validate=validate.OneOf(m.JOB_STATUSES))
-    priority = fields.Integer()
-    run_after = fields.DateTime()
-    attempts = fields.Integer()
-    max_attempts = fields.Integer()
-    deferrals = fields.Integer()
-    worker_id = fields.String(allow_none=True)
-    lease_expires_at = fields.DateTime(allow_none=True)
-    error_category = fields.String(allow_none=True)
-    error_message = fields.String(allow_none=True)
-    idempotency_key = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    """A job as the API answers it. Every field is always present (`required` in the
+    document, so a typed client need not check); `allow_none` marks the ones that may be null.
+    Dump schemas do not check `required`: it only documents."""
+
+    id = fields.UUID(required=True)
+    owner_service = fields.String(required=True)
+    owner_ref = fields.String(required=True)
+    task_type = fields.String(required=True)
+    model_profile = fields.String(required=True)
+    input = fields.Dict(required=True)
+    result = fields.Raw(required=True, allow_none=True)
+    status = job_status(required=True)
+    priority = fields.Integer(required=True)
+    run_after = fields.DateTime(required=True)
+    attempts = fields.Integer(required=True)
+    max_attempts = fields.Integer(required=True)
+    deferrals = fields.Integer(required=True)
+    worker_id = fields.String(required=True, allow_none=True)
+    lease_expires_at = fields.DateTime(required=True, allow_none=True)
+    error_category = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    idempotency_key = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
 
 
 class JobEventSchema(Schema):
-    id = fields.Integer()
-    at = fields.DateTime()
-    event = fields.String(metadata={"description": (
+    """One transition; `status` is the job's status after it."""
+
+    id = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    event = fields.String(required=True, metadata={"description": (
         "created, claimed, reclaimed, completed, attempt_failed, failed, deferred, released, "
         "cancelled, retried, lease_expired")})
-    status = fields.String(metadata={"description": "The job's status after the event."})
-    worker_id = fields.String(allow_none=True)
-    attempt = fields.Integer()
-    error_category = fields.String(allow_none=True)
-    message = fields.String(allow_none=True)
+    status = job_status(required=True)
+    worker_id = fields.String(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    error_category = fields.String(required=True, allow_none=True)
+    message = fields.String(required=True, allow_none=True)
 
 
 class ClaimedJobSchema(JobSchema):
     lease_token = fields.UUID(
-        metadata={"description": "Fencing token of this attempt: send it with complete/fail."}
+        required=True,
+        metadata={"description": "Fencing token of this attempt: send it with complete/fail."},
     )
 
 
@@ -247,7 +282,7 @@ class JobListQuerySchema(InputSchema):
 
     owner_service = _name(m.OWNER_SERVICE_MAX)
     owner_ref = _name(m.OWNER_REF_MAX)
-    status = fields.String(validate=validate.OneOf(m.JOB_STATUSES))
+    status = job_status()
     task_type = _name(m.TASK_TYPE_MAX)
     limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_LIST_LIMIT))
     cursor = fields.String(validate=validate.Length(min=1, max=200))
@@ -264,21 +299,25 @@ _REQUIRED = {
 class CreatedJobSchema(Schema):
     """What a batch create answers per item, in the batch's order."""
 
-    id = fields.UUID()
-    owner_ref = fields.String()
-    idempotency_key = fields.String(allow_none=True)
-    status = fields.String()
-    created = fields.Boolean(metadata={"description": "False: the idempotency_key's job."})
+    id = fields.UUID(required=True)
+    owner_ref = fields.String(required=True)
+    idempotency_key = fields.String(required=True, allow_none=True)
+    status = job_status(required=True)
+    created = fields.Boolean(
+        required=True, metadata={"description": "False: the idempotency_key's job."}
+    )
 
 
 class JobPageSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema))
-    next_cursor = fields.String(allow_none=True)
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
 
 
 class JobBatchSchema(Schema):
-    jobs = fields.List(fields.Nested(CreatedJobSchema))
-    created = fields.Integer(metadata={"description": "How many were new (the rest existed)."})
+    jobs = fields.List(fields.Nested(CreatedJobSchema), required=True)
+    created = fields.Integer(
+        required=True, metadata={"description": "How many were new (the rest existed)."}
+    )
 
 
 class ClaimSchema(InputSchema):
@@ -292,7 +331,7 @@ class ClaimSchema(InputSchema):
 
 
 class ClaimedSchema(Schema):
-    jobs = fields.List(fields.Nested(ClaimedJobSchema))
+    jobs = fields.List(fields.Nested(ClaimedJobSchema), required=True)
 
 
 class LeaseSchema(InputSchema):
@@ -321,43 +360,50 @@ class FailSchema(LeaseSchema):
 
 
 class StatusCountSchema(Schema):
-    task_type = fields.String()
-    model_profile = fields.String()
-    status = fields.String()
-    count = fields.Integer()
+    task_type = fields.String(required=True)
+    model_profile = fields.String(required=True)
+    status = job_status(required=True)
+    count = fields.Integer(required=True)
+
+
+# Every status is counted, zero included: a named property each, not a free-form map.
+JobStatusCountsSchema = Schema.from_dict(
+    {status: fields.Integer(required=True) for status in m.JOB_STATUSES},
+    name="JobStatusCountsSchema",
+)
 
 
 class StatsSchema(Schema):
-    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
-    by_task_type = fields.List(fields.Nested(StatusCountSchema))
-    failed_by_error_category = fields.Dict(keys=fields.String(), values=fields.Integer())
-    oldest_pending_age_seconds = fields.Float(allow_none=True)
-    finished_last_5m = fields.Integer()
+    by_status = fields.Nested(JobStatusCountsSchema, required=True)
+    by_task_type = fields.List(fields.Nested(StatusCountSchema), required=True)
+    failed_by_error_category = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), required=True
+    )
+    oldest_pending_age_seconds = fields.Float(required=True, allow_none=True)
+    finished_last_5m = fields.Integer(required=True)
 
 
 class ProviderStatusSchema(Schema):
-    name = fields.String()
-    configured = fields.Boolean()
-    reachable = fields.Boolean()
-    latency_ms = fields.Float(allow_none=True)
-    models = fields.List(fields.String())
-    error = fields.String(allow_none=True)
+    name = fields.String(required=True)
+    configured = fields.Boolean(required=True)
+    reachable = fields.Boolean(required=True)
+    latency_ms = fields.Float(required=True, allow_none=True)
+    models = fields.List(fields.String(), required=True)
+    error = fields.String(required=True, allow_none=True)
 
 
-class ProvidersSchema(Schema):
-    providers = fields.List(fields.Nested(ProviderStatusSchema))
-
-
-class HealthSchema(Schema):
-    status = fields.String()
-    checks = fields.Dict(keys=fields.String(), values=fields.String())
+# Not "Providers" nor "Error": openapi-python-client names a model's local variable after the
+# model, and one named like its only field does not pass mypy --strict.
+class ProvidersStatusSchema(Schema):
+    providers = fields.List(fields.Nested(ProviderStatusSchema), required=True)
 
 
 class ErrorBodySchema(Schema):
-    code = fields.String()
-    message = fields.String()
-    details = fields.Dict()
+    code = NamedEnum("ErrorCode", ERROR_CODES, "What went wrong, for a program to branch on.",
+                     required=True)
+    message = fields.String(required=True, metadata={"description": "For a person."})
+    details = fields.Dict(required=True)
 
 
-class ErrorSchema(Schema):
-    error = fields.Nested(ErrorBodySchema)
+class ErrorResponseSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)

@@ -14,11 +14,11 @@ import re
 import sys
 from typing import Any
 
-import flask_smorest
 from flask import g, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from ai_service.api.openapi import DocumentedBlueprint
 from ai_service.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -109,5 +109,5 @@ class JsonBodyParser(FlaskParser):
         return json_body()
 
 
-class Blueprint(flask_smorest.Blueprint):
+class Blueprint(DocumentedBlueprint):
     ARGUMENTS_PARSER = JsonBodyParser()

@@ -9,12 +9,12 @@ from typing import Any
 import psycopg
 from flask import Flask, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from ai_service.api.openapi import DocumentedApi
 from ai_service.errors import ServiceError, fault_summary
-from ai_service.schemas import ErrorSchema
+from ai_service.schemas import ErrorResponseSchema
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ def _validation_details(messages: dict[str, Any]) -> dict[str, Any]:
     return {"fields": messages}
 
 
-class ServiceApi(Api):
+class ServiceApi(DocumentedApi):
     """flask-smorest's Api with the project's error shape instead of its own."""
 
-    ERROR_SCHEMA = ErrorSchema
+    ERROR_SCHEMA = ErrorResponseSchema
 
     def handle_http_exception(self, error: HTTPException) -> ResponseReturnValue:
         status = error.code or 500

@@ -82,6 +82,8 @@ class Jobs(MethodView):
     @allow(*CALLERS)
     @blp.arguments(JobListQuerySchema, location="query")
     @blp.response(200, JobPageSchema)
+    @blp.errors(403)
+    @blp.doc(operationId="listJobs")
     def get(self, query: dict[str, Any]) -> Any:
         """List jobs, newest first (keyset pagination: pass next_cursor as cursor)."""
         return repository().list_jobs(scope=principal().scope, **query)
@@ -90,6 +92,8 @@ class Jobs(MethodView):
     @blp.arguments(JobCreateSchema)
     @blp.response(201, JobSchema)
     @blp.alt_response(200, schema=JobSchema, description="The job this idempotency_key made.")
+    @blp.errors(403, 409, body=True)
+    @blp.doc(operationId="createJob")
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
         _check_owner([body])
@@ -104,6 +108,8 @@ class JobBatch(MethodView):
     @_batch_within_limit
     @blp.arguments(JobBatchCreateSchema)
     @blp.response(201, JobBatchSchema)
+    @blp.errors(403, 409, body=True)
+    @blp.doc(operationId="createJobs")
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
         _check_owner(items)
@@ -118,6 +124,8 @@ class JobClaim(MethodView):
     @allow(*WORKERS)
     @blp.arguments(ClaimSchema)
     @blp.response(200, ClaimedSchema)
+    @blp.errors(403, body=True)
+    @blp.doc(operationId="claimJobs")
     def post(self, body: dict[str, Any]) -> Any:
         """Atomically hand up to `limit` claimable jobs to a worker, each with a lease token."""
         settings = services().settings
@@ -137,6 +145,8 @@ class JobClaim(MethodView):
 class JobItem(MethodView):
     @allow(*READERS)
     @blp.response(200, JobSchema)
+    @blp.errors(404)
+    @blp.doc(operationId="getJob")
     def get(self, job_id: uuid.UUID) -> Any:
         """A job's technical state and result."""
         return repository().get_job(job_id, principal().scope)
@@ -146,6 +156,8 @@ class JobItem(MethodView):
 class JobEvents(MethodView):
     @allow(*READERS)
     @blp.response(200, JobEventSchema(many=True))
+    @blp.errors(404)
+    @blp.doc(operationId="listJobEvents")
     def get(self, job_id: uuid.UUID) -> Any:
         """Every transition of the job, oldest first: the audit trail."""
         return repository().list_events(job_id, principal().scope)
@@ -156,6 +168,8 @@ class JobComplete(MethodView):
     @allow(*WORKERS)
     @blp.arguments(CompleteSchema)
     @blp.response(200, JobSchema)
+    @blp.errors(403, 404, 409, body=True)
+    @blp.doc(operationId="completeJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Store the result of the attempt holding this lease token; otherwise 409."""
         job = repository().complete_job(_lease(job_id, body), body["result"])
@@ -168,6 +182,8 @@ class JobFail(MethodView):
     @allow(*WORKERS)
     @blp.arguments(FailSchema)
     @blp.response(200, JobSchema)
+    @blp.errors(403, 404, 409, body=True)
+    @blp.doc(operationId="failJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Record a failed attempt. Retryable with attempts left → pending after a backoff;
         category rate_limited → pending after retry_after without spending the attempt."""
@@ -190,6 +206,8 @@ class JobHeartbeat(MethodView):
     @allow(*WORKERS)
     @blp.arguments(HeartbeatSchema)
     @blp.response(200, JobSchema)
+    @blp.errors(403, 404, 409, body=True)
+    @blp.doc(operationId="heartbeatJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Extend the lease. 409 when the job is no longer wanted (cancelled, reclaimed)."""
         seconds = body.get("lease_seconds", services().settings.worker_lease)
@@ -200,6 +218,8 @@ class JobHeartbeat(MethodView):
 class JobRetry(MethodView):
     @allow(*CALLERS)
     @blp.response(200, JobSchema)
+    @blp.errors(403, 404, 409)
+    @blp.doc(operationId="retryJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Failed, cancelled or running → pending with attempts allowed again."""
         return repository().retry_job(job_id, principal().scope)
@@ -209,6 +229,8 @@ class JobRetry(MethodView):
 class JobCancel(MethodView):
     @allow(*CALLERS)
     @blp.response(200, JobSchema)
+    @blp.errors(403, 404, 409)
+    @blp.doc(operationId="cancelJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Pending or running → cancelled; a later complete from the worker gets 409."""
         return repository().cancel_job(job_id, principal().scope)

@@ -1,5 +1,6 @@
 """Property-based run of every endpoint from the OpenAPI document (schemathesis), with a real
-token and a real database: no 5xx, and every response matches the document."""
+token and a real database: no 5xx, and every response matches the document, its status among
+those the operation declares (there is no catch-all `default`)."""
 
 from __future__ import annotations
 
