@@ -62,6 +62,13 @@ def admin_token(url: str) -> str:
 @contextmanager
 def fake_llm_process(latency_ms: float) -> Iterator[str]:
     """The test LLM server in its own process, so it does not share the bench's GIL."""
+    with fake_llm_server(latency_ms) as (url, _):
+        yield url
+
+
+@contextmanager
+def fake_llm_server(latency_ms: float) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As fake_llm_process, also yielding the process (to read its CPU)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_llm", "--port", str(port),
@@ -71,7 +78,7 @@ def fake_llm_process(latency_ms: float) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_http(f"{url}/models")
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -89,10 +89,15 @@ def run(cluster: Any) -> list[dict[str, Any]]:
         rows.append({"measure": "COPY", "unit": "rows/s", "value": round(ROWS / _copy(conn, ROWS))})
         for batch in BATCHES:
             for one_statement in (False, True):
-                _reset(conn)
-                _copy(conn, CLAIM_ROWS)
-                conn.execute("VACUUM ANALYZE floor_jobs")
                 how = "batch in one statement" if one_statement else "each in own transaction"
                 rows.append({"measure": f"claim {batch} + complete {how}", "unit": "jobs/s",
-                             "value": round(_claim_and_complete(conn, batch, one_statement))})
+                             "value": round(claim_rate(conn, batch, one_statement))})
     return rows
+
+
+def claim_rate(conn: psycopg.Connection, batch: int, one_statement: bool) -> float:
+    """Jobs/s through claim `batch` with SKIP LOCKED + complete, on a freshly seeded table."""
+    _reset(conn)
+    _copy(conn, CLAIM_ROWS)
+    conn.execute("VACUUM ANALYZE floor_jobs")
+    return _claim_and_complete(conn, batch, one_statement)

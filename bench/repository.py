@@ -56,8 +56,9 @@ class NoopRunner:
 
 def _worker_process(url: str, batch: int, name: str, ready: Any) -> None:
     """A worker loop with a no-op runner in a process of its own, stopped by SIGTERM: claims
-    of `batch` jobs into SLOTS_PER_BATCH times as many slots, no pre-ping, logging at WARNING,
-    as `python -m worker` runs with WORKER_CLAIM_BATCH=batch and WORKER_CLAIM_LIMIT=4*batch."""
+    of every free slot once `batch` are free, into SLOTS_PER_BATCH times `batch` slots, no
+    pre-ping, logging at WARNING, as `python -m worker` runs with WORKER_CLAIM_BATCH=batch and
+    WORKER_CLAIM_LIMIT=4*batch."""
     configure_logging("WARNING", "json")
     repo = _repo(url, pre_ping=False)
     worker = Worker(repo, [NoopRunner()], WorkerConfig(

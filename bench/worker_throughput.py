@@ -1,35 +1,54 @@
-"""Worker processes end to end against the test LLM answering in 200 ms.
+"""Worker processes end to end against the test LLM, with default settings but the slots.
 
-The ideal for one worker is WORKER_CLAIM_LIMIT / latency (16 / 0.2 s = 80 jobs/s). Workers are
-started on an empty queue and the jobs inserted in one batch, so start-up is not measured.
+Against the LLM answering in 200 ms, the ideal for one worker is WORKER_CLAIM_LIMIT / latency
+(16 / 0.2 s = 80 jobs/s). Against an LLM answering at once, what is left is the worker's own
+cost (and the test LLM's, on the same cores): one worker is read against PostgreSQL's floor for
+the same claim size, "claim 16 with SKIP LOCKED + complete each in its own transaction" over
+plain psycopg (bench/floor.py), measured in interleaved rounds with it so a drift of the
+machine's speed lands on both.
+
+Workers are started on an empty queue and the jobs inserted in one batch; each rate is read
+from the jobs' own records, from the first job started to the last one finished, so neither
+start-up nor the insert is measured.
 """
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
 from ai_service.repository import NewJob
-from bench.common import ROOT, fake_llm_process, fresh_database, service_env
+from bench import floor
+from bench.common import (
+    ROOT,
+    fake_llm_server,
+    fresh_database,
+    postgres_cpu_seconds,
+    process_cpu_seconds,
+    service_env,
+)
 
 LATENCY_MS = 200
 CLAIM_LIMIT = 16
 JOBS = 2000
+INSTANT_JOBS = 5000
+ROUNDS = 3
 
 
 def run_once(
     cluster: Any, workers: int, jobs: int = JOBS, latency_ms: float = LATENCY_MS
 ) -> dict[str, Any]:
-    url = fresh_database(cluster, f"bench_worker_{workers}")
-    with fake_llm_process(latency_ms) as llm_url:
-        env = service_env(url, LLM_BASE_URL=llm_url, WORKER_CLAIM_LIMIT=str(CLAIM_LIMIT),
-                          WORKER_POLL_INTERVAL="1s")
+    url = fresh_database(cluster, f"bench_worker_{workers}_{latency_ms:g}_{time.monotonic_ns()}")
+    with fake_llm_server(latency_ms) as (llm_url, llm):
+        env = service_env(url, LLM_BASE_URL=llm_url, WORKER_CLAIM_LIMIT=str(CLAIM_LIMIT))
         procs = [subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT,
                                   env={**env, "WORKER_ID": f"bench-{n}"},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -39,22 +58,52 @@ def run_once(
             time.sleep(3)  # let the workers start and LISTEN
             batch = [NewJob("bench", f"r/{i}", "llm_chat", "qwen2.5-14b", {"user": f"job {i}"})
                      for i in range(jobs)]
-            started = time.monotonic()
+            cpu = _CpuPerJob(cluster, procs, llm)
             for chunk in range(0, jobs, 1000):
                 repo.create_jobs(batch[chunk:chunk + 1000])
             wait_all_completed(repo, jobs)
-            elapsed = time.monotonic() - started
+            elapsed = first_started_to_last_finished(repo)
+            cpu_us = cpu.read(jobs)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=60)
             repo.engine.dispose()
-    ideal = workers * CLAIM_LIMIT * 1000 / max(latency_ms, 1)
     rate = jobs / elapsed
-    return {"workers": workers, "jobs": jobs, "seconds": round(elapsed, 2),
-            "jobs_per_s": round(rate, 1), "ideal_jobs_per_s": ideal,
-            "of_ideal": round(rate / ideal, 3)}
+    row: dict[str, Any] = {"workers": workers, "latency_ms": latency_ms, "jobs": jobs,
+                           "seconds": round(elapsed, 2), "jobs_per_s": round(rate, 1),
+                           **cpu_us}
+    if latency_ms:
+        ideal = workers * CLAIM_LIMIT * 1000 / latency_ms
+        row.update(ideal_jobs_per_s=ideal, of_ideal=round(rate / ideal, 3))
+    return row
+
+
+class _CpuPerJob:
+    """CPU the worker processes, the test LLM and PostgreSQL spend from now on, per job: on two
+    cores they share, the worker's own cost is what it can be held to."""
+
+    def __init__(self, cluster: Any, workers: list[subprocess.Popen],
+                 llm: subprocess.Popen) -> None:
+        self._cluster, self._workers, self._llm = cluster, workers, llm
+        self._start = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        return (sum(process_cpu_seconds(p.pid) for p in self._workers),
+                process_cpu_seconds(self._llm.pid), postgres_cpu_seconds(self._cluster))
+
+    def read(self, jobs: int) -> dict[str, int]:
+        spent = [end - start for start, end in zip(self._start, self._now(), strict=True)]
+        return {f"{who}_cpu_us_per_job": round(seconds / jobs * 1e6)
+                for who, seconds in zip(("worker", "llm", "postgres"), spent, strict=True)}
+
+
+def first_started_to_last_finished(repo: Any) -> float:
+    with repo.engine.connect() as conn:
+        return float(conn.execute(text(
+            "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM jobs"
+        )).scalar_one())
 
 
 def wait_all_completed(repo: Any, jobs: int, timeout: float = 300) -> None:
@@ -69,9 +118,31 @@ def wait_all_completed(repo: Any, jobs: int, timeout: float = 300) -> None:
     raise RuntimeError("jobs did not complete in time")
 
 
+def instant_vs_floor(cluster: Any) -> dict[str, Any]:
+    """One worker against an LLM answering at once, and the floor of the same claim size, in
+    interleaved rounds; medians."""
+    floor_url = fresh_database(cluster, "bench_worker_floor")
+    runs: list[dict[str, Any]] = []
+    floor_rates: list[float] = []
+    with psycopg.connect(floor_url, autocommit=True) as conn:
+        for _ in range(ROUNDS):
+            floor_rates.append(floor.claim_rate(conn, CLAIM_LIMIT, one_statement=False))
+            runs.append(run_once(cluster, 1, INSTANT_JOBS, 0))
+    worker_rates = [run["jobs_per_s"] for run in runs]
+    worker_rate = statistics.median(worker_rates)
+    floor_rate = statistics.median(floor_rates)
+    cpu = {key: round(statistics.median(run[key] for run in runs))
+           for key in runs[0] if key.endswith("_cpu_us_per_job")}
+    return {"workers": 1, "latency_ms": 0, "jobs": INSTANT_JOBS,
+            "jobs_per_s": round(worker_rate, 1), **cpu,
+            "floor_claim_16_each_own_tx_jobs_per_s": round(floor_rate),
+            "vs_floor": round(worker_rate / floor_rate, 3),
+            "runs": [round(r) for r in worker_rates], "floor_runs": [round(r) for r in floor_rates]}
+
+
 def run(cluster: Any) -> list[dict[str, Any]]:
     one = run_once(cluster, 1)
     four = run_once(cluster, 4)
     four["vs_one_worker"] = round(four["jobs_per_s"] / one["jobs_per_s"], 2)
     one["vs_one_worker"] = 1.0
-    return [one, four]
+    return [one, four, instant_vs_floor(cluster)]

@@ -38,8 +38,9 @@ class WorkerConfig:
     shutdown_grace: float
     model_concurrency: dict[str, int] = field(default_factory=dict)
     listen_conninfo: str | None = None  # libpq URL to LISTEN for new jobs; None: poll only
-    # Jobs per claim. Above 1, a busy worker waits until that many slots are free (for at most
-    # one poll interval), so short jobs are claimed in full batches, one round trip each.
+    # The fewest jobs worth a claim. Every claim takes as many jobs as there are free slots;
+    # above 1, a busy worker waits until this many slots are free (for at most one poll
+    # interval), so short jobs are claimed in full batches, one round trip each.
     claim_batch: int = 1
 
 
@@ -154,15 +155,16 @@ class Worker:
     # ----- claiming and running ---------------------------------------------------------------
 
     def _claim_size(self, since_last_claim: float) -> tuple[int, float]:
-        """How many jobs to claim now (0: none), and how long to wait when none. A partial
-        batch is claimed once a poll interval has passed without a claim."""
+        """How many jobs to claim now (0: none), and how long to wait when none. Every free
+        slot is claimed for in one statement: slots that free together are refilled with one
+        round trip, not one each. Fewer free slots than a claim batch are claimed for once a
+        poll interval has passed without a claim."""
         free = self.config.concurrency - self.running_count()
-        batch = self.config.claim_batch
         poll = self.config.poll_interval
         if free <= 0 or not self.runners:
             return 0, poll
-        if free >= batch or since_last_claim >= poll:
-            return min(free, batch), poll
+        if free >= self.config.claim_batch or since_last_claim >= poll:
+            return free, poll
         return 0, poll - since_last_claim
 
     def _claim(self, size: int) -> int:

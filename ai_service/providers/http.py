@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import heapq
+import itertools
 import re
 import socket
 import threading
@@ -110,19 +112,79 @@ def deadline_passed() -> ProviderError:
     return ProviderError("timeout", "the call did not finish within its timeout", retryable=True)
 
 
+class _Deadlines:
+    """Every call's total deadline, watched by one thread. A timer thread per call cost more
+    CPU than the rest of a quick LLM call's own bookkeeping (starting and joining a thread is
+    two system calls and a handshake, per job)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, AbortSignal]] = []
+        self._live: set[int] = set()
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def pending(self) -> int:
+        """Deadlines set and not yet cancelled nor passed."""
+        with self._cond:
+            return len(self._live)
+
+    def add(self, signal: AbortSignal, seconds: float) -> int:
+        """Expire `signal` in `seconds` unless cancelled first; the key to cancel it with."""
+        with self._cond:
+            key = next(self._keys)
+            heapq.heappush(self._heap, (time.monotonic() + seconds, key, signal))
+            self._live.add(key)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == key:
+                self._cond.notify()  # sooner than what the thread waits for
+        return key
+
+    def cancel(self, key: int) -> None:
+        """Once this returns no expiry of that deadline can land: the thread expires signals
+        holding the same lock."""
+        with self._cond:
+            self._live.discard(key)
+            # Cancelled entries leave the heap as they reach its top, or all at once here when
+            # they outnumber the live ones (calls finish long before their deadlines).
+            if len(self._heap) > 2 * len(self._live) + 64:
+                self._heap = [e for e in self._heap if e[1] in self._live]
+                heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                when, key, signal = self._heap[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(key)
+                signal.expire()
+
+
+_deadlines = _Deadlines()
+
+
 @contextmanager
 def total_deadline(signal: AbortSignal, seconds: float) -> Iterator[None]:
     """Bound everything the block does over HTTP by `seconds` in total.
 
     requests' timeout bounds each read, so a source sending a byte at a time keeps a call
-    alive for ever; here a timer cuts the in-flight connection when the time is up and the
-    block ends in a `timeout` ProviderError, whatever the cut made the request raise. An
-    abort() (cancel, lost lease) still ends it as Aborted."""
+    alive for ever; here the deadlines' thread cuts the in-flight connection when the time is
+    up and the block ends in a `timeout` ProviderError, whatever the cut made the request
+    raise. An abort() (cancel, lost lease) still ends it as Aborted."""
     with signal._lock:
         signal._expired = False
-    timer = threading.Timer(seconds, signal.expire)
-    timer.daemon = True
-    timer.start()
+    deadline = _deadlines.add(signal, seconds)
     try:
         yield
     except (ProviderError, requests.RequestException):
@@ -130,8 +192,7 @@ def total_deadline(signal: AbortSignal, seconds: float) -> Iterator[None]:
             raise deadline_passed() from None
         raise
     finally:
-        timer.cancel()
-        timer.join()  # no expiry lands after the block, and no thread is left behind
+        _deadlines.cancel(deadline)  # no expiry lands after the block
     # A body without Content-Length ends cleanly when its socket is cut: truncated, not whole.
     if signal.aborted:
         raise Aborted("the request was abandoned")

@@ -191,7 +191,7 @@ def test_slots_are_refilled_as_they_free_up_not_batch_by_batch(
     assert w.wait_finished(slow)["status"] == "completed"
 
 
-def test_a_busy_worker_claims_full_batches(
+def test_a_busy_worker_claims_only_once_a_claim_batch_of_slots_is_free(
     start_worker: Callable[..., RunningWorker], repo: JobRepository
 ) -> None:
     repo.create_jobs([new_job(input={"user": f"[[latency:50]] {i}"}) for i in range(12)])
@@ -199,19 +199,46 @@ def test_a_busy_worker_claims_full_batches(
     deadline = time.monotonic() + 10
     while sum(statement_sizes(repo, "completed")) < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert statement_sizes(repo, "claimed") == [2] * 6
+    claims = statement_sizes(repo, "claimed")
+    assert sum(claims) == 12
+    assert claims[0] == 4  # every free slot at once
+    # Each later claim waited for two free slots; only the last may find fewer jobs left.
+    assert all(size >= 2 for size in claims[1:-1]), claims
+    w.stop()
+
+
+def test_sixteen_slots_freed_together_are_refilled_with_one_claim_statement(
+    start_worker: Callable[..., RunningWorker], repo: JobRepository
+) -> None:
+    repo.create_jobs([new_job(input={"user": f"[[latency:100]] {i}"}) for i in range(16)])
+    w = start_worker(WORKER_CLAIM_LIMIT="16")
+    deadline = time.monotonic() + 20
+    while sum(statement_sizes(repo, "completed")) < 16 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while w.worker.running_count() and time.monotonic() < deadline:
+        time.sleep(0.02)  # a slot is freed just after its result commits
+    assert w.worker.running_count() == 0
+    repo.create_jobs([new_job(input={"user": f"again {i}"}) for i in range(16)])
+    while sum(statement_sizes(repo, "completed")) < 32 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert statement_sizes(repo, "claimed") == [16, 16]
     w.stop()
 
 
 def test_a_partial_batch_is_claimed_once_a_poll_interval_has_passed(
     start_worker: Callable[..., RunningWorker], repo: JobRepository
 ) -> None:
-    ids = [job["id"] for job, _ in repo.create_jobs(
-        [new_job(input={"user": f"[[latency:5000]] {i}"}) for i in range(3)])]
+    def create(n: int) -> list[Any]:
+        return [job["id"] for job, _ in repo.create_jobs(
+            [new_job(input={"user": f"[[latency:5000]] {i}"}) for i in range(n)])]
+
+    ids = create(2)
     w = start_worker(WORKER_CLAIM_LIMIT="3", WORKER_CLAIM_BATCH="2", WORKER_POLL_INTERVAL="400ms",
                      LLM_TIMEOUT="10s", WORKER_SHUTDOWN_GRACE="0s")
     for job_id in ids:
         w.wait_for(job_id, lambda j: j["status"] == "running", timeout=5)
+    ids += create(1)  # one slot free, below the claim batch of two
+    w.wait_for(ids[-1], lambda j: j["status"] == "running", timeout=5)
     first, partial = sorted({row["started_at"] for row in map(repo.get_job, ids)})
     assert statement_sizes(repo, "claimed") == [2, 1]
     assert (partial - first).total_seconds() >= 0.35

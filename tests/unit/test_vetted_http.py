@@ -18,6 +18,7 @@ from ai_service.providers.http import (
     Aborted,
     AbortSignal,
     ProviderError,
+    _deadlines,
     abortable,
     classify_exception,
     make_session,
@@ -100,18 +101,25 @@ def test_an_abort_within_the_deadline_still_ends_as_aborted(source: AudioSource)
         call_with_deadline(source.root_url + "/dribble", 30.0, signal)
 
 
-def test_a_call_that_finishes_in_time_is_untouched_and_the_timer_is_gone(
+def test_a_call_that_finishes_in_time_is_untouched_and_its_deadline_is_gone(
     source: AudioSource,
 ) -> None:
     signal = AbortSignal()
-    timers_before = set(timers())
+    pending_before = _deadlines.pending()
     assert call_with_deadline(source.root_url + "/audio/a.wav", 30.0, signal) == b"RIFF-audio"
     assert not signal.expired
-    assert set(timers()) <= timers_before
+    assert _deadlines.pending() == pending_before
 
 
-def timers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+def test_calls_share_one_deadline_thread_and_each_meets_its_own_deadline(
+    source: AudioSource,
+) -> None:
+    quick, slow = AbortSignal(), AbortSignal()
+    with total_deadline(slow, 30.0):
+        with pytest.raises(ProviderError, match="^timeout: "):
+            call_with_deadline(source.root_url + "/dribble", 0.5, quick)
+        assert not slow.expired
+    assert [t.name for t in threading.enumerate()].count("deadlines") == 1
 
 
 def test_a_request_started_after_the_deadline_is_not_sent(source: AudioSource) -> None:
