@@ -3,7 +3,9 @@ worker answering jobs through it, and Ctrl-C ending it all without an error from
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -42,6 +44,15 @@ def demo(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, 
                 proc.wait(timeout=60)
 
 
+def readme_body(path: str) -> dict:
+    """The JSON body of the README's curl example for POST $API/{path}."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"\$API/" + re.escape(path) + r" -H 'Content-Type: application/json' "
+                      r"-d '(\{.*?\})'", readme, re.DOTALL)
+    assert found, f"the README shows POST {path}"
+    return json.loads(found.group(1))
+
+
 def wait_for_token(proc: subprocess.Popen, log: Path, path: Path, url: str) -> str:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -64,6 +75,14 @@ def test_make_demo_answers_jobs_and_ends_quietly_on_ctrl_c(
     api = Api(url, bearer(token))
     done = wait_status(api, create(api, "hello demo"), ("completed", "failed"))
     assert done["result"]["content"] == "echo: hello demo", done
+
+    # The README's batch and claim examples, as written: the claim gets one of the batch's
+    # jobs, which the demo's worker does not serve.
+    assert api.post("/jobs/batch", readme_body("jobs/batch")).status_code == 201
+    claimed = api.post("/jobs/claim", readme_body("jobs/claim"))
+    assert claimed.status_code == 200
+    [job] = claimed.json()["jobs"]
+    assert (job["task_type"], job["owner_service"]) == ("tg_analysis", "monitoring-tg")
 
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
     proc.wait(timeout=120)
