@@ -52,6 +52,7 @@ class AccessJsonFormatter(logging.Formatter):
             "status": int(status) if str(status).isdigit() else status,
             "bytes": atom("B"), "duration_ms": atom("M"),
             "request_id": atom("{x-request-id}o"), "remote": atom("h"),
+            "pid": record.process,  # which gunicorn worker process answered
         }
         return json.dumps(entry, ensure_ascii=False)
 
