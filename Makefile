@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PGDATA ?= .pgdata
+# Where `make run` keeps the local admin token it prints.
+ADMIN_TOKEN_FILE ?= .local-admin-token
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install postgres browser compiler interop run demo test lint bench clean
@@ -51,24 +53,36 @@ compiler:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake >/dev/null; \
 	fi
 
-# The service and a worker, as the Procfile runs them in production.
+# The service and a worker, as the Procfile runs them in production. Ctrl-C stops them; honcho
+# then exits 130, which is how they are meant to stop, so the recipe ends with 0 and make stays
+# quiet (the trap also keeps this shell alive until honcho has stopped them).
 run: install postgres
-	@url="$${DATABASE_URL:-$$($(PY) -m ai_service.localpg start $(PGDATA))}" && \
+	@trap 'exit 0' INT; \
+	  url="$${DATABASE_URL:-$$($(PY) -m ai_service.localpg start $(PGDATA))}" && \
 	  echo "DATABASE_URL=$$url" && \
 	  DATABASE_URL="$$url" $(VENV)/bin/ai-service migrate && \
 	  token=$$(DATABASE_URL="$$url" $(VENV)/bin/ai-service tokens ensure --name local-admin \
-	    --role admin --file .local-admin-token) && \
-	  echo "admin token (kept in .local-admin-token): $$token" && \
+	    --role admin --file $(ADMIN_TOKEN_FILE)) && \
+	  echo "admin token (kept in $(ADMIN_TOKEN_FILE)): $$token" && \
 	  echo "try:  curl -s -H 'Authorization: Bearer $$token' http://127.0.0.1:$${HTTP_PORT:-8080}/api/v1/stats" && \
 	  DATABASE_URL="$$url" MIGRATE_ON_START=false PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	    $(VENV)/bin/honcho start
 
-# `make run` with the test LLM server (tests/support/fake_llm.py, answering "echo: ...") on
-# 127.0.0.1:8099, for trying the service on a machine without a model.
+# `make run` with the test LLM server (tests/support/fake_llm.py, answering "echo: ...") on a
+# free port of 127.0.0.1, for trying the service on a machine without a model. The service
+# starts only once that server listens, so it never talks to something else.
 demo: install
-	@$(PY) -m tests.support.fake_llm --port 8099 --latency-ms 200 & pid=$$!; \
-	  trap "kill $$pid" EXIT INT TERM; \
-	  LLM_BASE_URL=http://127.0.0.1:8099/v1 $(MAKE) --no-print-directory run
+	@log=$$(mktemp); \
+	  $(PY) -m tests.support.fake_llm --port 0 --latency-ms 200 >"$$log" 2>&1 & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; rm -f "$$log"' EXIT; trap 'exit 0' INT; trap 'exit 143' TERM; \
+	  until grep -q "listening on" "$$log"; do \
+	    if ! kill -0 $$pid 2>/dev/null; then \
+	      echo "the test LLM server did not start: $$(tail -n 1 "$$log")" >&2; exit 1; \
+	    fi; sleep 0.1; \
+	  done; \
+	  url=$$(sed -n 's/^fake-llm listening on //p' "$$log"); \
+	  echo "test LLM server (answers \"echo: <your text>\") at $$url"; \
+	  LLM_BASE_URL=$$url $(MAKE) --no-print-directory run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from ai_service import db
+from ai_service import db, localpg
 from ai_service.app import make_repository
 from ai_service.auth import ROLE_CALLER, hash_token
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration, redact_url
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
 from ai_service.repository import TokenRepository
+
+DESCRIPTION = (
+    "Operator commands of the AI Service: schema migrations, a settings check, API tokens "
+    "and pruning of finished jobs. They read the service's environment; when DATABASE_URL is "
+    "unset they use the local PostgreSQL cluster that 'make run' started in .pgdata."
+)
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -138,7 +145,7 @@ def _add_token_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ai-service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ai-service", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
         run=_migrate
@@ -157,11 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _environment() -> Mapping[str, str]:
+    """The environment; without DATABASE_URL, the database of the cluster `make run` started,
+    so the commands work next to `make run` as they are."""
+    if os.environ.get("DATABASE_URL", "").strip():
+        return os.environ
+    data_dir = localpg.make_run_data_dir()
+    url = localpg.running_url(data_dir)
+    if url is None:
+        raise ConfigError(f"DATABASE_URL: unset, and no local cluster runs in {data_dir}: "
+                          "set DATABASE_URL or run `make run`")
+    print(f"DATABASE_URL is unset: using the local cluster in {data_dir} ({url})",
+          file=sys.stderr)
+    return {**os.environ, "DATABASE_URL": url}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
-        settings = load_settings()
+        settings = load_settings(_environment())
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

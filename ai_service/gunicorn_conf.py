@@ -7,6 +7,7 @@ import sys
 import tempfile
 
 from ai_service.config import ConfigError, load_settings
+from ai_service.logs import gunicorn_logconfig
 
 try:
     _settings = load_settings()
@@ -30,12 +31,9 @@ graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
 if _settings.log_format == "json":
-    # One JSON object per request, with the X-Request-ID the app answered with.
-    access_log_format = (
-        '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "method": "%(m)s", '
-        '"path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, '
-        '"request_id": "%({x-request-id}o)s", "remote": "%(h)s"}'
-    )
+    # gunicorn's own lines (start-up, worker exits) and one per request, as JSON objects with
+    # the X-Request-ID the app answered with, like every other line of the service.
+    logconfig_dict = gunicorn_logconfig()
 errorlog = "-"
 
 

@@ -146,6 +146,28 @@ def ensure_running(data_dir: Path, database: str, port: int | None = None) -> st
     return cluster.url(database)
 
 
+def make_run_data_dir() -> Path:
+    """Where `make run` keeps its cluster: the Makefile's PGDATA (default .pgdata), relative to
+    the checkout the Makefile is in."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / os.environ.get("PGDATA", ".pgdata")
+
+
+def running_url(data_dir: Path, database: str = "ai_service") -> str | None:
+    """The URL of the cluster `ensure_running` started in data_dir, or None when none is there
+    or it does not accept connections."""
+    try:
+        port = int(_port_file(data_dir.resolve()).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    except OSError:
+        return None
+    return LocalCluster(data_dir.resolve(), port).url(database)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ai_service.localpg")
     parser.add_argument("action", choices=["start", "stop"])

@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 CONTEXT_FIELDS = ("request_id", "job_id", "task_type", "worker_id", "error_category")
 
 
+def _header(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "logger": record.name,
+    }
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry = {**_header(record), "message": record.getMessage()}
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
@@ -27,6 +31,51 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class AccessJsonFormatter(logging.Formatter):
+    """gunicorn's access log as one JSON object per request, built from the request's atoms
+    (gunicorn logs them as the record's mapping argument) rather than from a format string,
+    so that a path with a quote or a backslash cannot break the line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        atoms = record.args if isinstance(record.args, Mapping) else {}
+
+        def atom(key: str) -> Any:
+            value = atoms.get(key)
+            # gunicorn escapes quotes for its own format strings; JSON escapes them itself.
+            return value.replace('\\"', '"') if isinstance(value, str) else value
+
+        status = atom("s")
+        entry = {
+            **_header(record), "method": atom("m"), "path": atom("U"),
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": atom("B"), "duration_ms": atom("M"),
+            "request_id": atom("{x-request-id}o"), "remote": atom("h"),
+            "pid": record.process,  # which gunicorn worker process answered
+        }
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def gunicorn_logconfig() -> dict[str, Any]:
+    """gunicorn's logconfig_dict: its error and access logs in the service's JSON lines."""
+    def stream(formatter: str, target: str) -> dict[str, str]:
+        return {"class": "logging.StreamHandler", "formatter": formatter,
+                "stream": f"ext://sys.{target}"}
+
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}, "access": {"()": AccessJsonFormatter}},
+        "handlers": {"error": stream("json", "stderr"), "access": stream("access", "stdout")},
+        # Not propagated: the app's own root handler would write each line a second time.
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+        # gunicorn's default puts a plain-text handler on the root logger; the app adds its own.
+        "root": {"level": "INFO", "handlers": []},
+    }
 
 
 class TextFormatter(logging.Formatter):

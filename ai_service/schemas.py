@@ -15,9 +15,11 @@ from marshmallow import (
     fields,
     post_load,
     validate,
+    validates_schema,
 )
 
 from ai_service import models as m
+from ai_service.inputs import input_errors
 
 MAX_JSON_DEPTH = 32
 MAX_PRIORITY = 1_000_000
@@ -186,6 +188,13 @@ class JobCreateSchema(JobFieldsSchema):
     model_profile = _name(m.MODEL_PROFILE_MAX, required=True)
     input = JsonObject(required=True)
 
+    @validates_schema(skip_on_field_errors=True)
+    def _built_in_input(self, data: dict[str, Any], **_: Any) -> None:
+        """A built-in task type's input is refused now, not failed by the worker later."""
+        errors = input_errors(data["task_type"], data["input"])
+        if errors:
+            raise ValidationError(errors, "input")
+
 
 class JobBatchCreateSchema(InputSchema):
     defaults = fields.Nested(JobFieldsSchema, load_default=dict)
@@ -210,8 +219,9 @@ class JobBatchCreateSchema(InputSchema):
                 errors[index] = exc.messages
                 continue
             missing = {name: [message] for name, message in _REQUIRED.items() if name not in job}
-            if missing:
-                errors[index] = missing
+            bad_input = None if missing else input_errors(job["task_type"], job["input"])
+            if missing or bad_input:
+                errors[index] = missing or {"input": bad_input}
             else:
                 jobs.append(job)
         if errors:

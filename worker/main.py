@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -33,6 +34,34 @@ EXIT_FAILED = 70  # EX_SOFTWARE: broken inside, restart me (config errors exit 2
 EXIT_DEADLINE = 60.0
 
 
+DESCRIPTION = """\
+A worker of the AI Service: claims queued jobs from PostgreSQL, runs them against the LLM
+server (task types llm_chat, chat_completion) and the WhisperX server (transcribe), stores
+their results and renews their leases while they run. Run as many as the load needs; each
+stops gracefully on SIGTERM or Ctrl-C, giving back the jobs it could not finish."""
+
+SETTINGS = """\
+settings (environment variables; the README's Configuration table has them all):
+  DATABASE_URL            the queue's PostgreSQL database (required)
+  LLM_BASE_URL, LLM_API_KEY, LLM_MODEL, LLM_TIMEOUT
+                          the OpenAI-compatible LLM server; unset: no LLM jobs are claimed
+  WHISPERX_URL, WHISPERX_ASR_PATH, WHISPERX_TIMEOUT, WHISPERX_MAX_AUDIO_BYTES, AUDIO_URL_ALLOW
+                          the WhisperX server; unset: no transcription jobs are claimed
+  WORKER_ID, WORKER_CLAIM_LIMIT, WORKER_CLAIM_BATCH, WORKER_POLL_INTERVAL, WORKER_LEASE,
+  WORKER_SHUTDOWN_GRACE, MODEL_CONCURRENCY
+                          who the worker is, how many jobs it runs at once, how it claims
+  WORKER_METRICS_PORT     serve Prometheus metrics on HTTP_HOST at this port
+  MIGRATE_ON_START, DB_POOL_SIZE, LOG_LEVEL, LOG_FORMAT
+exit status: 0 after a graceful stop, 2 on a bad setting, 70 when the worker broke inside."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="ai-service-worker", description=DESCRIPTION, epilog=SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_runners(settings: Settings) -> list[Runner]:
     runners: list[Runner] = []
     if settings.llm_base_url:
@@ -61,7 +90,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    build_parser().parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:

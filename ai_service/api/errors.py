@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ai_service.api.openapi import DocumentedApi
 from ai_service.errors import ServiceError, fault_summary
+from ai_service.inputs import as_text
 from ai_service.schemas import ErrorResponseSchema
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ class ServiceApi(DocumentedApi):
             return _internal_error(error)
         data = getattr(error, "data", None) or {}
         if status == 422 and "messages" in data:
+            details = _validation_details(data["messages"])
             return error_response(
-                422, "validation_error", "the request is invalid",
-                _validation_details(data["messages"]),
+                422, "validation_error", f"the request is invalid: {as_text(details['fields'])}",
+                details,
             )
         message = (data.get("message") or error.description or error.name)
         if status == 400 and "messages" in data:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 import requests
@@ -102,6 +103,15 @@ def test_a_worker_with_a_bad_setting_exits_at_once_with_one_line(base_env: dict)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_the_worker_prints_its_help_and_exits_without_starting(base_env: dict) -> None:
+    result = subprocess.run([*WORKER, "--help"], env=base_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ai-service-worker")
+    for setting in ("DATABASE_URL", "LLM_BASE_URL", "WHISPERX_URL", "WORKER_CLAIM_LIMIT"):
+        assert setting in result.stdout
+    assert result.stderr == ""  # no worker started, so nothing logged
+
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     text = requests.get(url, timeout=30).text
@@ -142,6 +152,14 @@ def test_logs_are_json_lines_with_request_and_job_context(
             and "completed" in entry["message"]]
     assert done and done[0]["task_type"] == "llm_chat" and done[0]["worker_id"]
     assert response.headers["X-Request-ID"] == "trace-me-1"
-    access = [json.loads(line) for line in web_proc.log().splitlines()
-              if line.startswith("{") and '"gunicorn.access"' in line]
+    web_proc.stop()  # its shutdown lines too
+
+    web_lines = [json.loads(line) for line in web_proc.log().splitlines()]
+    for entry in web_lines:
+        assert datetime.fromisoformat(entry["time"]).tzinfo is not None, entry
+    loggers = {entry["logger"] for entry in web_lines}
+    assert {"gunicorn.error", "gunicorn.access"} <= loggers
+    access = [entry for entry in web_lines if entry["logger"] == "gunicorn.access"]
     assert any(a["request_id"] == "trace-me-1" and a["status"] == 200 for a in access)
+    started = [entry["message"] for entry in web_lines if entry["logger"] == "gunicorn.error"]
+    assert any(message.startswith("Listening at") for message in started), started

@@ -4,7 +4,7 @@ entry runs out (a minute)."""
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 import sys
 import time
@@ -28,9 +28,8 @@ DEADLINE = 60.0
 
 @pytest.fixture
 def web_proc(base_env: dict[str, str], spawn: Callable[..., Proc]) -> Proc:
-    """Two gunicorn processes whose access log says which process answered which request."""
-    env = {**base_env, "HTTP_PORT": str(free_port()), "WEB_CONCURRENCY": "2",
-           "GUNICORN_CMD_ARGS": "--access-logformat 'served pid=%(p)s rid=%({x-request-id}o)s'"}
+    """Two gunicorn processes; their access log says which process answered which request."""
+    env = {**base_env, "HTTP_PORT": str(free_port()), "WEB_CONCURRENCY": "2"}
     return spawn(GUNICORN, env, "web")
 
 
@@ -41,10 +40,16 @@ def served(web: str, proc: Proc, token: str) -> tuple[int, str]:
     code = requests.get(f"{web}/api/v1/stats", headers={**bearer(token), "X-Request-ID": rid},
                         timeout=10).status_code
     deadline = time.monotonic() + DEADLINE
-    while not (found := re.search(rf"served pid=<(\d+)> rid={rid}", proc.log())):
+    while not (found := [line for line in access_lines(proc) if line["request_id"] == rid]):
         assert time.monotonic() < deadline, proc.log()
         time.sleep(0.01)
-    return code, found.group(1)
+    return code, str(found[0]["pid"])
+
+
+def access_lines(proc: Proc) -> list[dict]:
+    """The access log's JSON lines so far (a line still being written is left for later)."""
+    return [json.loads(line) for line in proc.log().splitlines()
+            if '"gunicorn.access"' in line and line.endswith("}")]
 
 
 def until_both_processes(web: str, proc: Proc, token: str) -> set[int]:

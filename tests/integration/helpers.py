@@ -8,6 +8,9 @@ from sqlalchemy import text
 
 from ai_service.repository import JobRepository, Lease, NewJob
 
+# A task type that is not built in: its input is the caller's own, never checked.
+FREE_FORM = "tg_analysis"
+
 
 def job_body(**overrides: Any) -> dict[str, Any]:
     """A valid create-job body, as a caller would send it."""

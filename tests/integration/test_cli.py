@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import html
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
+from ai_service import localpg
 from ai_service.cli import main
+from ai_service.localpg import LocalCluster
 from tests.integration.conftest import client_with
 
 
@@ -68,8 +73,56 @@ def test_check_config_hides_secrets(env: None, capsys: pytest.CaptureFixture[str
 
 
 def test_a_bad_setting_is_one_line_and_exit_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PGDATA", str(tmp_path / ".pgdata"))
     code, _, err = run(capsys, "migrate")
     assert code == 2 and err.startswith("config error: DATABASE_URL") and err.count("\n") == 1
+
+
+def test_the_sign_in_pages_token_hint_works_as_written(
+    env: None, app: Flask, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = app.test_client().get("/").get_data(as_text=True)
+    found = re.search(r'<code id="token-hint">([^<]+)</code>', page)
+    assert found, "the sign-in page shows a command to create an admin token"
+    program, *argv = shlex.split(html.unescape(found.group(1)))
+    assert program == "ai-service"
+
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    admin = client_with(app, out.strip().splitlines()[0])
+    assert admin.get("/api/v1/stats").status_code == 200
+
+
+def test_without_database_url_the_cli_uses_the_cluster_make_run_started(
+    own_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = localpg.ensure_running(own_cluster.data_dir, "ai_service", own_cluster.port)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PGDATA", str(own_cluster.data_dir))
+
+    code, out, err = run(capsys, "migrate")
+    assert code == 0 and out.startswith("database at ")
+    assert err == (f"DATABASE_URL is unset: using the local cluster in {own_cluster.data_dir} "
+                   f"({url})\n")
+
+
+def test_without_database_url_or_a_local_cluster_the_cli_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PGDATA", str(tmp_path / ".pgdata"))
+    code, _, err = run(capsys, "tokens", "list")
+    assert code == 2 and err.count("\n") == 1
+    assert "set DATABASE_URL or run `make run`" in err
+
+
+def test_the_help_texts_are_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and "operator commands" in out.lower()
+    assert "`" not in out

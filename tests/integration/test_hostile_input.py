@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from ai_service.repository import JobRepository
-from tests.integration.helpers import count_jobs, job_body
+from tests.integration.helpers import FREE_FORM, count_jobs, job_body
 
 API = "/api/v1"
 
@@ -44,7 +44,7 @@ def test_broken_create_bodies_are_refused_and_change_nothing(
 
 def test_huge_integers_inside_input_are_kept_exactly(client: FlaskClient) -> None:
     big = 12345678901234567890123456789012345678901234567890
-    job = client.post(f"{API}/jobs", json=job_body(input={"n": big})).json
+    job = client.post(f"{API}/jobs", json=job_body(task_type=FREE_FORM, input={"n": big})).json
     assert client.get(f"{API}/jobs/{job['id']}").json["input"] == {"n": big}
 
 
@@ -238,11 +238,12 @@ def test_surrogate_pairs_and_escaped_backslashes_are_ordinary_text(client: Flask
     """Only an unpaired surrogate is refused: an escaped pair is one character (an emoji), and
     `\\\\ud800` is a backslash followed by letters."""
     data = (b'{"owner_service": "telephony", "owner_ref": "r", "task_type": "llm_chat", '
-            b'"model_profile": "m", "input": {"a": "\\ud83d\\ude00", "b": "\\\\ud800"}}')
+            b'"model_profile": "m", '
+            b'"input": {"user": "hi", "a": "\\ud83d\\ude00", "b": "\\\\ud800"}}')
     response = post_raw(client, "/jobs", data)
     assert response.status_code == 201, response.get_data(as_text=True)
     stored = client.get(f"{API}/jobs/{response.json['id']}").json["input"]
-    assert stored == {"a": "\U0001F600", "b": "\\ud800"}
+    assert stored == {"user": "hi", "a": "\U0001F600", "b": "\\ud800"}
 
 
 @pytest.mark.parametrize("run_after", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])

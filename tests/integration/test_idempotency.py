@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from ai_service.repository import JobRepository
-from tests.integration.helpers import count_jobs, job_body
+from tests.integration.helpers import FREE_FORM, count_jobs, job_body
 
 API = "/api/v1"
 
@@ -17,7 +17,8 @@ API = "/api/v1"
 def test_a_replayed_create_with_a_number_jsonb_rewrites_returns_the_same_job(
     client: FlaskClient, repo: JobRepository, number: float
 ) -> None:
-    body = job_body(idempotency_key="k", input={"x": number, "nested": [{"y": number}]})
+    body = job_body(idempotency_key="k", task_type=FREE_FORM,
+                    input={"x": number, "nested": [{"y": number}]})
     first = client.post(f"{API}/jobs", json=body)
     again = client.post(f"{API}/jobs", json=body)
     assert (first.status_code, again.status_code) == (201, 200), again.get_data(as_text=True)
@@ -26,7 +27,7 @@ def test_a_replayed_create_with_a_number_jsonb_rewrites_returns_the_same_job(
 
 
 def test_a_replayed_batch_with_such_numbers_returns_the_same_jobs(client: FlaskClient) -> None:
-    body = {"defaults": job_body(), "jobs": [
+    body = {"defaults": job_body(task_type=FREE_FORM), "jobs": [
         {"idempotency_key": "a", "input": {"x": 1e23}},
         {"idempotency_key": "b", "input": {"x": 2.5e40}},
     ]}
@@ -38,8 +39,9 @@ def test_a_replayed_batch_with_such_numbers_returns_the_same_jobs(client: FlaskC
 
 
 def test_a_replay_with_a_different_number_is_still_a_conflict(client: FlaskClient) -> None:
-    client.post(f"{API}/jobs", json=job_body(idempotency_key="k", input={"x": 1e23}))
-    response = client.post(f"{API}/jobs", json=job_body(idempotency_key="k", input={"x": 1e22}))
+    first = job_body(idempotency_key="k", task_type=FREE_FORM, input={"x": 1e23})
+    assert client.post(f"{API}/jobs", json=first).status_code == 201
+    response = client.post(f"{API}/jobs", json={**first, "input": {"x": 1e22}})
     assert response.status_code == 409
     assert response.json["error"]["details"]["fields"] == ["input"]
 

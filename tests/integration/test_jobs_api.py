@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from ai_service.repository import JobRepository
-from tests.integration.helpers import count_jobs, job_body, statement_sizes
+from tests.integration.helpers import FREE_FORM, count_jobs, job_body, statement_sizes
 
 API = "/api/v1"
 
@@ -150,6 +150,34 @@ def test_unknown_or_malformed_job_id_is_404(client: FlaskClient) -> None:
     assert_error(client.get(f"{API}/jobs/not-a-uuid"), 404, "not_found")
 
 
+@pytest.mark.parametrize(
+    ("task_type", "model_profile", "job_input", "field", "text"),
+    [
+        ("llm_chat", "qwen2.5-14b", {"messages": [{"role": "tool", "content": "x"}]},
+         {"messages": {"0": {"role": ["must be one of system, user, assistant"]}}},
+         "input.messages.0.role: must be one of system, user, assistant"),
+        ("chat_completion", "qwen2.5-14b", {"prompt": "hi"},
+         {"_schema": ["messages or user is required"]}, "input: messages or user is required"),
+        ("transcribe", "whisperx", {"audio_url": "ftp://127.0.0.1/a.wav"},
+         {"audio_url": ["Not a valid URL."]}, "input.audio_url: not a valid URL"),
+    ],
+)
+def test_a_built_in_task_types_bad_input_is_refused_at_create_naming_the_field(
+    client: FlaskClient, repo: JobRepository, task_type: str, model_profile: str,
+    job_input: dict[str, Any], field: dict[str, Any], text: str,
+) -> None:
+    body = job_body(task_type=task_type, model_profile=model_profile, input=job_input)
+    error = assert_error(client.post(f"{API}/jobs", json=body), 422, "validation_error")
+    assert error["details"]["fields"] == {"input": field}
+    assert error["message"] == f"the request is invalid: {text}"
+    assert count_jobs(repo) == 0
+
+
+def test_other_task_types_input_stays_free_form(client: FlaskClient) -> None:
+    job = create(client, task_type=FREE_FORM, input={"messages": "anything", "role": "tool"})
+    assert job["input"] == {"messages": "anything", "role": "tool"}
+
+
 # ----- batch -------------------------------------------------------------------------------
 
 
@@ -182,9 +210,9 @@ def test_batch_with_one_bad_item_names_each_bad_index_and_inserts_nothing(
         "defaults": {"owner_service": "telephony", "task_type": "llm_chat",
                      "model_profile": "qwen2.5-14b"},
         "jobs": [
-            {"owner_ref": "ok", "input": {}},
-            {"owner_ref": "", "input": {}},
-            {"owner_ref": "ok2", "input": {}},
+            {"owner_ref": "ok", "input": {"user": "hi"}},
+            {"owner_ref": "", "input": {"user": "hi"}},
+            {"owner_ref": "ok2", "input": {"user": "hi"}},
             {"owner_ref": "no-input"},
         ],
     }
@@ -193,6 +221,22 @@ def test_batch_with_one_bad_item_names_each_bad_index_and_inserts_nothing(
     assert set(bad) == {"1", "3"}
     assert "owner_ref" in bad["1"]
     assert bad["3"] == {"input": ["Missing data for required field."]}  # as POST /jobs says
+    assert count_jobs(repo) == 0
+
+
+def test_a_batch_item_with_bad_built_in_input_is_named_by_its_index(
+    client: FlaskClient, repo: JobRepository
+) -> None:
+    body = {
+        "defaults": job_body(),
+        "jobs": [{"owner_ref": "ok"}, {"owner_ref": "bad", "input": {"messages": []}},
+                 {"owner_ref": "free", "task_type": FREE_FORM, "input": {"messages": []}}],
+    }
+    error = assert_error(client.post(f"{API}/jobs/batch", json=body), 422, "validation_error")
+    assert error["details"]["fields"] == {
+        "jobs": {"1": {"input": {"messages": ["Shorter than minimum length 1."]}}}}
+    assert error["message"] == (
+        "the request is invalid: jobs.1.input.messages: shorter than minimum length 1")
     assert count_jobs(repo) == 0
 
 
@@ -389,7 +433,8 @@ def test_cancel_of_a_pending_job_and_of_a_finished_one(client: FlaskClient) -> N
 
 def test_stats_count_by_status_task_and_error_category(client: FlaskClient) -> None:
     create(client)
-    create(client, task_type="transcribe", model_profile="whisperx")
+    create(client, task_type="transcribe", model_profile="whisperx",
+           input={"audio_url": "http://127.0.0.1/a.wav"})
     create(client, owner_ref="x")
     [job] = claim(client, task_types=["llm_chat"])
     client.post(f"{API}/jobs/{job['id']}/fail", json=lease_body(job, category="auth", message="k"))

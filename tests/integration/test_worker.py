@@ -165,6 +165,7 @@ def test_invalid_input_fails_without_calling_the_llm(
     done = w.wait_finished(job["id"])
     assert (done["status"], done["error_category"], done["attempts"]) == (
         "failed", "invalid_input", 1)
+    assert done["error_message"] == "input.messages: not a valid list"
     assert fake_llm.chat_requests() == []
 
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 
 from flask import Flask, g
+from gunicorn.glogging import SafeAtoms
 
-from ai_service.logs import JsonFormatter, RequestIdFilter, TextFormatter, job_context
+from ai_service.logs import (
+    AccessJsonFormatter,
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    job_context,
+)
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -37,3 +45,12 @@ def test_records_made_during_a_request_carry_its_id() -> None:
         rec = record()
         RequestIdFilter().filter(rec)
     assert json.loads(JsonFormatter().format(rec))["request_id"] == "req-42"
+
+
+def test_an_access_line_is_json_even_for_a_path_with_quotes_and_backslashes() -> None:
+    atoms = SafeAtoms({"m": "GET", "U": '/a"b\\c', "s": "404", "B": 12, "M": 3,
+                       "h": "127.0.0.1", "{x-request-id}o": "r-1"})
+    rec = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(m)s", (atoms,), None)
+    line = json.loads(AccessJsonFormatter().format(rec))
+    assert (line["path"], line["status"], line["request_id"]) == ('/a"b\\c', 404, "r-1")
+    assert datetime.fromisoformat(line["time"]).tzinfo is not None

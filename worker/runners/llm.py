@@ -4,49 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError
 
+from ai_service.inputs import ChatInputSchema, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
 TASK_TYPES = frozenset({"llm_chat", "chat_completion"})
-
-
-class MessageSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-    role = fields.String(required=True, validate=validate.OneOf(["system", "user", "assistant"]))
-    content = fields.String(required=True)
-
-
-class ChatInputSchema(Schema):
-    """messages, or the compact system/user pair; sampling options pass through."""
-
-    class Meta:
-        unknown = EXCLUDE  # callers may keep their own keys in input; they are not sent
-
-    messages = fields.List(fields.Nested(MessageSchema), validate=validate.Length(min=1))
-    system = fields.String()
-    user = fields.String()
-    max_tokens = fields.Integer(validate=validate.Range(min=1))
-    temperature = fields.Float(validate=validate.Range(0, 2))
-    top_p = fields.Float(validate=validate.Range(0, 1))
-    stop = fields.Raw()
-    response_format = fields.Dict()
-
-    @validates_schema
-    def _one_form(self, data: dict[str, Any], **_: Any) -> None:
-        if "messages" in data and ("system" in data or "user" in data):
-            raise ValidationError("give messages or system/user, not both")
-        if "messages" not in data and "user" not in data:
-            raise ValidationError("messages or user is required")
-        stop = data.get("stop")
-        if stop is not None and not (
-            isinstance(stop, str)
-            or isinstance(stop, list) and all(isinstance(s, str) for s in stop)
-        ):
-            raise ValidationError("stop must be a string or a list of strings", "stop")
 
 
 # One instance for every slot thread, as for the API's schemas: loading keeps no state on the
@@ -76,7 +41,7 @@ class LLMRunner:
         try:
             request = chat_request(job["input"])
         except ValidationError as exc:
-            return Failed("invalid_input", f"input: {exc.messages}")
+            return Failed("invalid_input", as_text(exc.normalized_messages(), "input"))
         try:
             return Completed(self.client.chat(request, signal))
         except (ProviderError, Aborted) as exc:

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError
 
+from ai_service.inputs import TranscribeInputSchema, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.whisperx import WhisperXClient
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
 TASK_TYPES = frozenset({"transcribe"})
 MODEL_PROFILE = "whisperx"
-
-
-class TranscribeInputSchema(Schema):
-
-    class Meta:
-        unknown = EXCLUDE  # callers may keep their own keys in input; they are not sent
-    audio_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
-    language = fields.String(validate=validate.Length(min=2, max=16))
-    diarize = fields.Boolean()
-    min_speakers = fields.Integer(validate=validate.Range(1, 50))
-    max_speakers = fields.Integer(validate=validate.Range(1, 50))
-
-    @validates_schema
-    def _speakers(self, data: dict[str, Any], **_: Any) -> None:
-        low, high = data.get("min_speakers"), data.get("max_speakers")
-        if low is not None and high is not None and low > high:
-            raise ValidationError("min_speakers is above max_speakers")
 
 
 class WhisperXRunner:
@@ -41,7 +25,7 @@ class WhisperXRunner:
         try:
             options = TranscribeInputSchema().load(job["input"])
         except ValidationError as exc:
-            return Failed("invalid_input", f"input: {exc.messages}")
+            return Failed("invalid_input", as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")
         try:
             return Completed(self.client.transcribe(audio_url, options, signal))
