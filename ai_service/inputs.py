@@ -67,7 +67,8 @@ class TranscribeInputSchema(Schema):
             raise ValidationError("min_speakers is above max_speakers")
 
 
-# One instance each: loading keeps no state on the schema, so threads may share them.
+# One instance each, for the web and the runners: loading keeps no state on the schema, so
+# threads may share them, and building one (its fields deep-copied) costs more than a load.
 BUILT_IN: dict[str, Schema] = {
     "llm_chat": ChatInputSchema(),
     "chat_completion": ChatInputSchema(),

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from ai_service.inputs import ChatInputSchema, as_text
+from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
@@ -14,14 +14,9 @@ from worker.runners import Completed, Failed, Outcome, outcome_of_error
 TASK_TYPES = frozenset({"llm_chat", "chat_completion"})
 
 
-# One instance for every slot thread, as for the API's schemas: loading keeps no state on the
-# schema, and building one (its fields deep-copied) cost several times the load itself.
-_CHAT_INPUT = ChatInputSchema()
-
-
 def chat_request(job_input: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions body for a job's input; ValidationError if it is not one."""
-    data = _CHAT_INPUT.load(job_input)
+    data = BUILT_IN["llm_chat"].load(job_input)
     messages = data.pop("messages", None)
     if messages is None:
         system, user = data.pop("system", None), data.pop("user")

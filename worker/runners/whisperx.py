@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from ai_service.inputs import TranscribeInputSchema, as_text
+from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.whisperx import WhisperXClient
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
@@ -23,7 +23,7 @@ class WhisperXRunner:
 
     def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
         try:
-            options = TranscribeInputSchema().load(job["input"])
+            options = BUILT_IN["transcribe"].load(job["input"])
         except ValidationError as exc:
             return Failed("invalid_input", as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")
