@@ -5,46 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from ai_service.app import make_repository
 from ai_service.repository import JobRepository, Lease, RetryPolicy
 from tests.conftest import make_settings
 from tests.integration.helpers import lease_of, new_job, statement_sizes
 from tests.support.fake_llm import FakeLLMServer
-from worker.loop import Worker
-from worker.main import build_runners, worker_config
+from tests.support.running_worker import RunningWorker
 from worker.results import ResultWriter
 from worker.runners import Completed
 
 SECRET = "sk-test-secret-key-123"
-FINISHED = ("completed", "failed")
-
-
-class RunningWorker:
-    def __init__(self, worker: Worker, repo: JobRepository) -> None:
-        self.worker = worker
-        self.repo = repo
-        self.thread = threading.Thread(target=worker.run, name="worker-under-test")
-
-    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool], timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.repo.get_job(job_id)
-            if predicate(job) or time.monotonic() > deadline:
-                return job
-            time.sleep(0.02)
-
-    def wait_finished(self, job_id: Any, timeout: float = 10) -> dict:
-        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
-
-    def stop(self) -> None:
-        self.worker.request_stop()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
@@ -60,21 +33,13 @@ def start_worker(
             "AUDIO_URL_ALLOW": "127.0.0.1",  # the fakes serve audio from 127.0.0.1
             "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "4", **env,
         })
-        repo = make_repository(settings, "worker-test")
-        repo.policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
-        config = worker_config(settings)
-        if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
-            config = replace(config, listen_conninfo=None)
-        running = RunningWorker(Worker(repo, build_runners(settings), config), repo)
-        running.thread.start()
-        started.append(running)
-        return running
+        policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
+        started.append(RunningWorker(settings, policy, listen=listen))
+        return started[-1]
 
     yield start
     for running in started:
-        if running.thread.is_alive():
-            running.stop()
-        running.repo.engine.dispose()
+        running.stop()
 
 
 def submit(w: RunningWorker, user: str = "hello", **fields: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ai_service.app import make_repository
@@ -18,10 +19,13 @@ FINISHED = ("completed", "failed", "cancelled")
 
 
 class RunningWorker:
-    def __init__(self, settings: Settings, policy: RetryPolicy) -> None:
+    def __init__(self, settings: Settings, policy: RetryPolicy, listen: bool = True) -> None:
         self.repo: JobRepository = make_repository(settings, "worker-under-test")
         self.repo.policy = policy
-        self.worker = Worker(self.repo, build_runners(settings), worker_config(settings))
+        config = worker_config(settings)
+        if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
+            config = replace(config, listen_conninfo=None)
+        self.worker = Worker(self.repo, build_runners(settings), config)
         self.thread = threading.Thread(target=self.worker.run, name="worker-under-test")
         self.thread.start()
 
