@@ -1,0 +1,181 @@
+"""The SQL in repository.py held against the state model in ai_service/states.py: every
+statement that changes a job's status guards on, sets and logs exactly what TRANSITIONS says,
+and no statement names a status, an event or a stored category the model does not know."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import TextClause
+
+from ai_service import models, repository
+from ai_service.states import (
+    FINISHED_STATUSES,
+    TRANSITIONS,
+    Action,
+    ErrorCategory,
+    JobEvent,
+    JobStatus,
+)
+
+# Which statement carries which actions. The claim is one statement for three: a pending job
+# claimed, an expired lease reclaimed, an expired lease with no attempts left failed.
+_CLAIM = (Action.CLAIM, Action.RECLAIM, Action.EXPIRE_LEASE)
+STATEMENTS: dict[str, tuple[Action, ...]] = {
+    "_INSERT_JOBS": (Action.CREATE,),
+    "_INSERT_JOBS_BRIEF": (Action.CREATE,),
+    "_CLAIM_SQL": _CLAIM,
+    "_CLAIM_CAPPED_SQL": _CLAIM,
+    "_COMPLETE_JOBS": (Action.COMPLETE,),
+    "_COMPLETE_JOBS_BRIEF": (Action.COMPLETE,),
+    "_FAIL_JOB": (Action.FAIL,),
+    "_DEFER_JOB": (Action.DEFER,),
+    "_HEARTBEAT_JOBS": (Action.HEARTBEAT,),
+    "_RELEASE_JOBS": (Action.RELEASE,),
+    "_CANCEL_JOB": (Action.CANCEL,),
+    "_RETRY_JOB": (Action.RETRY,),
+}
+
+_LITERAL = re.compile(r"'(\w+)'")
+# `SET status = 'x'` or `SET status = CASE WHEN ... THEN 'x' ELSE 'y' END`.
+_SET_STATUS = re.compile(
+    r"\bSET\s+status\s*=\s*('\w+'|CASE\s.*?\bEND)", re.DOTALL | re.IGNORECASE)
+# The event column of the job_events rows a statement writes (repository._event_rows).
+_EVENT_EXPR = re.compile(r"\bSELECT id, ([^,]+), status, worker_id, attempts\b")
+_STATUS_EQ = re.compile(r"\bstatus\s*(?:=|<>|!=)\s*'(\w+)'", re.IGNORECASE)
+_STATUS_IN = re.compile(r"\bstatus\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
+_CATEGORY_EQ = re.compile(r"\berror_category\s*(?:=|<>|!=)\s*'(\w+)'", re.IGNORECASE)
+
+
+def _sql(value: object) -> str | None:
+    if isinstance(value, TextClause):
+        return value.text
+    if isinstance(value, str) and re.search(r"\b(SELECT|UPDATE|INSERT|DELETE)\b", value):
+        return value
+    return None
+
+
+def all_statements() -> dict[str, str]:
+    """Every SQL text repository.py holds at module level, the _STATS queries included."""
+    found = {name: sql for name, value in vars(repository).items()
+             if (sql := _sql(value)) is not None}
+    found.update({f"_STATS[{key}]": sql for key, value in repository._STATS.items()
+                  if (sql := _sql(value)) is not None})
+    return found
+
+
+def set_statuses(sql: str) -> set[str]:
+    return {literal for expr in _SET_STATUS.findall(sql)
+            for literal in _LITERAL.findall(_STATUS_EQ.sub("", expr))}
+
+
+def logged_events(sql: str) -> set[str]:
+    # A CASE choosing the event tests the new status: those literals are statuses, not events.
+    return {literal for expr in _EVENT_EXPR.findall(sql)
+            for literal in _LITERAL.findall(_STATUS_EQ.sub("", expr))}
+
+
+def guarded_statuses(sql: str) -> set[str]:
+    """The statuses a statement tests, outside what it sets and what it logs."""
+    rest = _EVENT_EXPR.sub("", _SET_STATUS.sub("", sql))
+    named = set(_STATUS_EQ.findall(rest))
+    for listed in _STATUS_IN.findall(rest):
+        named |= set(_LITERAL.findall(listed))
+    return named
+
+
+def union(actions: tuple[Action, ...], part: str) -> set[str]:
+    return {str(value) for action in actions for value in getattr(TRANSITIONS[action], part)}
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_a_status_changing_statement_guards_on_the_statuses_its_actions_leave(name: str) -> None:
+    sql = all_statements()[name]
+    assert guarded_statuses(sql) == union(STATEMENTS[name], "sources")
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_a_status_changing_statement_sets_the_statuses_its_actions_reach(name: str) -> None:
+    sql = all_statements()[name]
+    expected = union(STATEMENTS[name], "targets")
+    if STATEMENTS[name] == (Action.CREATE,):
+        # An insert sets no status: the column's default is the job's first status.
+        assert set_statuses(sql) == set()
+        assert set(_LITERAL.findall(str(models.Job.__table__.c.status.server_default.arg))) \
+            == expected
+    elif STATEMENTS[name] == (Action.HEARTBEAT,):
+        assert set_statuses(sql) == set()  # the job stays running
+        assert expected == {JobStatus.RUNNING}
+    else:
+        assert set_statuses(sql) == expected
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_a_status_changing_statement_logs_the_events_of_its_actions(name: str) -> None:
+    assert logged_events(all_statements()[name]) == union(STATEMENTS[name], "events")
+
+
+def test_every_statement_that_changes_a_status_or_logs_an_event_is_in_the_table() -> None:
+    statements = all_statements()
+    mapped = [statements[name] for name in STATEMENTS]
+    changing = {name for name, sql in statements.items()
+                if set_statuses(sql) or "INSERT INTO job_events" in sql
+                or "lease_expires_at = now() +" in sql}
+    # A fragment (the claim's CTE for exhausted leases) is held as part of its statement.
+    fragments = {name for name in changing - set(STATEMENTS)
+                 if any(statements[name] in sql for sql in mapped)}
+    assert changing - fragments == set(STATEMENTS)
+
+
+def test_every_action_of_the_model_has_a_statement() -> None:
+    assert {action for actions in STATEMENTS.values() for action in actions} == set(Action)
+
+
+def test_no_statement_names_a_status_the_model_does_not_know() -> None:
+    known = set(JobStatus)
+    for name, sql in all_statements().items():
+        named = guarded_statuses(sql) | set_statuses(sql)
+        # `SELECT 'pending' AS status`: a status named as a value read back.
+        named |= set(re.findall(r"'(\w+)'\s+AS\s+status\b", sql))
+        assert named <= known, f"{name} names {named - known}"
+
+
+def test_no_statement_logs_an_event_the_model_does_not_know() -> None:
+    for name, sql in all_statements().items():
+        assert logged_events(sql) <= set(JobEvent), name
+
+
+def test_no_statement_stores_or_tests_a_category_the_model_does_not_know() -> None:
+    for name, sql in all_statements().items():
+        assert set(_CATEGORY_EQ.findall(sql)) <= set(ErrorCategory), name
+
+
+def test_the_extraction_sees_an_unknown_status_guard_and_an_unknown_event() -> None:
+    sql = repository._CANCEL_JOB.text.replace("'pending', 'running'", "'pending', 'paused'")
+    assert guarded_statuses(sql) == {"pending", "paused", "running"}
+    sql = repository._RELEASE_JOBS.text.replace("'released'", "'parked'")
+    assert logged_events(sql) == {"parked"}
+
+
+def test_finished_statuses_are_those_only_a_retry_leaves() -> None:
+    assert FINISHED_STATUSES == (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+    assert models.FINISHED_STATUSES == FINISHED_STATUSES
+
+
+def test_the_jobs_table_check_constraint_lists_exactly_the_statuses() -> None:
+    (check,) = [c for c in models.Job.__table__.constraints
+                if getattr(c, "name", None) == "ck_jobs_status"]
+    assert _LITERAL.findall(str(check.sqltext)) == list(JobStatus)
+
+
+def test_the_jobs_tables_partial_indexes_name_only_known_statuses() -> None:
+    for index in models.Job.__table__.indexes:
+        where = index.dialect_options["postgresql"]["where"]
+        if where is not None:
+            assert set(_STATUS_EQ.findall(str(where))) <= set(JobStatus), index.name
+
+
+def test_only_rate_limiting_defers_and_what_defers_is_retryable() -> None:
+    assert {c for c in ErrorCategory if c.defers} == {ErrorCategory.RATE_LIMITED}
+    assert all(c.retryable for c in ErrorCategory if c.defers)
