@@ -31,18 +31,16 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ai_service.config import Settings
+from ai_service.states import ErrorCategory
 
 if TYPE_CHECKING:
     from ai_service.repository import JobRepository
 
 OTHER = "other"
 # The task types the built-in runners take (worker/runners), and the failure categories the
-# README documents (the providers' and the worker's).
+# service stores (ai_service/states.py).
 BUILTIN_TASK_TYPES = frozenset({"llm_chat", "chat_completion", "transcribe"})
-ERROR_CATEGORIES = frozenset({
-    "timeout", "provider_unavailable", "rate_limited", "context_length_exceeded",
-    "invalid_input", "auth", "bad_response", "lease_expired", "internal_error",
-})
+ERROR_CATEGORIES = frozenset(category.value for category in ErrorCategory)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
+from ai_service import states
+from ai_service.states import JobStatus
+
+# Plain strings, in the order the OpenAPI JobStatus enum lists them.
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+FINISHED_STATUSES = tuple(status.value for status in states.FINISHED_STATUSES)
 
 # Lengths callers' identifiers may take; the API validates them before the database does.
 OWNER_SERVICE_MAX = 64
@@ -61,7 +65,7 @@ class Job(Base):
     model_profile: Mapped[str] = mapped_column(String(MODEL_PROFILE_MAX))
     input: Mapped[dict[str, Any]] = mapped_column(JSONB)
     result: Mapped[Any | None] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    status: Mapped[str] = mapped_column(String(16), server_default=text(f"'{JobStatus.PENDING}'"))
     priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
@@ -81,13 +85,15 @@ class Job(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')", name="status"
+            "status IN ({})".format(", ".join(f"'{status}'" for status in JobStatus)),
+            name="status",
         ),
         CheckConstraint("jsonb_typeof(input) = 'object'", name="input_is_object"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
         # Running jobs always carry a lease; the claim and the fencing checks rely on it.
         CheckConstraint(
-            "status <> 'running' OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            f"status <> '{JobStatus.RUNNING}' "
+            "OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
             name="running_has_lease",
         ),
         # Claim order, restricted to what is claimable: stays small with millions finished.
@@ -95,13 +101,13 @@ class Job(Base):
             "ix_jobs_claimable",
             text("priority DESC"),
             "created_at",
-            postgresql_where=text("status = 'pending'"),
+            postgresql_where=text(f"status = '{JobStatus.PENDING}'"),
         ),
         # Expired leases (crashed workers) and the per-model concurrency count.
         Index(
             "ix_jobs_running_lease",
             "lease_expires_at",
-            postgresql_where=text("status = 'running'"),
+            postgresql_where=text(f"status = '{JobStatus.RUNNING}'"),
         ),
         Index(
             "ix_jobs_owner_ref",
@@ -122,7 +128,8 @@ class Job(Base):
             "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
         ),
         # The last failures for the operations page, without reading every finished job.
-        Index("ix_jobs_failed", "finished_at", postgresql_where=text("status = 'failed'")),
+        Index("ix_jobs_failed", "finished_at",
+              postgresql_where=text(f"status = '{JobStatus.FAILED}'")),
     )
 
 

@@ -20,6 +20,7 @@ from marshmallow import (
 
 from ai_service import models as m
 from ai_service.inputs import input_errors
+from ai_service.states import ErrorCategory
 
 MAX_JSON_DEPTH = 32
 MAX_PRIORITY = 1_000_000
@@ -69,6 +70,17 @@ class NamedEnum(fields.String):
         self.component = component
         self.values = tuple(values)
         self.description = description
+
+
+# The categories are documented, not enforced: a worker of its own may name another.
+_CATEGORIES = ", ".join(f"`{category}`" for category in ErrorCategory)
+ERROR_CATEGORY_DOC = (f"The last failure's category: one of the service's own ({_CATEGORIES}) "
+                      "or one a worker named.")
+FAIL_CATEGORY_DOC = (
+    "The failure's category. "
+    + ", ".join(f"`{category}`" for category in ErrorCategory if category.defers)
+    + " defers the job (pending again without spending the attempt); any other follows "
+    f"`retryable`. The service's own categories: {_CATEGORIES}.")
 
 
 def job_status(**kwargs: Any) -> NamedEnum:
@@ -255,7 +267,8 @@ class JobSchema(Schema):
     deferrals = fields.Integer(required=True)
     worker_id = fields.String(required=True, allow_none=True)
     lease_expires_at = fields.DateTime(required=True, allow_none=True)
-    error_category = fields.String(required=True, allow_none=True)
+    error_category = fields.String(required=True, allow_none=True,
+                                   metadata={"description": ERROR_CATEGORY_DOC})
     error_message = fields.String(required=True, allow_none=True)
     idempotency_key = fields.String(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
@@ -358,7 +371,8 @@ class CompleteSchema(LeaseSchema):
 
 
 class FailSchema(LeaseSchema):
-    category = _name(m.ERROR_CATEGORY_MAX, required=True)
+    category = _name(m.ERROR_CATEGORY_MAX, required=True,
+                     metadata={"description": FAIL_CATEGORY_DOC})
     message = fields.String(
         load_default="", validate=[validate.Length(max=MAX_MESSAGE_LENGTH), _check_json]
     )

@@ -23,6 +23,7 @@ from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
 from ai_service.repository import JobRepository, Lease
+from ai_service.states import ErrorCategory
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
 from worker.runners import Abandoned, Failed, Outcome, Runner
@@ -229,7 +230,8 @@ class Worker:
         except Exception as exc:  # a runner bug must not kill the slot or lose the job
             log.exception("runner crashed on job %s", running.lease.job_id,
                           extra=job_context(job))
-            return Failed("internal_error", f"{type(exc).__name__} in the runner", retryable=True)
+            return Failed(ErrorCategory.INTERNAL_ERROR,
+                          f"{type(exc).__name__} in the runner", retryable=True)
         finally:
             metrics.JOB_RUN_SECONDS.labels(*metrics.job_labels(job)).observe(
                 time.monotonic() - started

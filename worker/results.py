@@ -17,6 +17,7 @@ from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.logs import job_context
 from ai_service.repository import JobRepository, Lease
+from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome
 
 log = logging.getLogger("worker")
@@ -114,7 +115,8 @@ class ResultWriter:
         cannot help, so the attempt fails for good with a message the database takes."""
         log.warning("job %s outcome refused by the database (%s): failing the job",
                     result.lease.job_id, exc.log_text(), extra=_lease_context(result.lease))
-        failed = Failed("bad_response", "the database refused to store the provider's answer")
+        failed = Failed(ErrorCategory.BAD_RESPONSE,
+                        "the database refused to store the provider's answer")
         self._retrying(lambda: self._fail(_Result(result.lease, failed)))
 
     def _complete(self, results: list[_Result]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from ai_service import metrics
+from ai_service import metrics, states
 from ai_service.api import repository, services
 from ai_service.api.auth import allow, principal
 from ai_service.api.bodies import Blueprint, json_body
@@ -35,7 +35,7 @@ from ai_service.schemas import (
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="AI jobs")
 
 # Categories that mean "the provider asked us to slow down": the attempt is given back.
-DEFERRING_CATEGORIES = frozenset({"rate_limited"})
+DEFERRING_CATEGORIES = frozenset(category.value for category in states.DEFERRING_CATEGORIES)
 
 
 CALLERS = (ROLE_CALLER, ROLE_ADMIN)

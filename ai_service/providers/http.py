@@ -32,6 +32,7 @@ from urllib3.util.connection import create_connection
 
 from ai_service.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS
 from ai_service.netpolicy import UrlPolicy
+from ai_service.states import ErrorCategory
 
 MAX_ERROR_TEXT = 500
 
@@ -109,7 +110,8 @@ def _cut(connection: HTTPConnection | None) -> None:
 
 
 def deadline_passed() -> ProviderError:
-    return ProviderError("timeout", "the call did not finish within its timeout", retryable=True)
+    return ProviderError(ErrorCategory.TIMEOUT,
+                         "the call did not finish within its timeout", retryable=True)
 
 
 class _Deadlines:
@@ -424,11 +426,13 @@ def classify_exception(exc: requests.RequestException, signal: AbortSignal | Non
     if signal is not None and signal.aborted:
         return Aborted("the request was abandoned")
     if isinstance(exc, requests.ConnectTimeout):
-        return ProviderError("timeout", "could not connect to the provider in time",
+        return ProviderError(ErrorCategory.TIMEOUT, "could not connect to the provider in time",
                              retryable=True)
     if isinstance(exc, requests.Timeout):
-        return ProviderError("timeout", "the provider did not answer in time", retryable=True)
-    return ProviderError("provider_unavailable", _broken_connection(exc), retryable=True)
+        return ProviderError(ErrorCategory.TIMEOUT,
+                             "the provider did not answer in time", retryable=True)
+    return ProviderError(ErrorCategory.PROVIDER_UNAVAILABLE,
+                         _broken_connection(exc), retryable=True)
 
 
 _MID_ANSWER = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
@@ -497,12 +501,13 @@ def classify_status(response: requests.Response, *secrets: str | None) -> Provid
     message = f"HTTP {status}: {scrub(reason, *secrets)}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429 or (status == 503 and (retry_after is not None or _NOT_READY.search(said))):
-        return ProviderError("rate_limited", message, retryable=True,
+        return ProviderError(ErrorCategory.RATE_LIMITED, message, retryable=True,
                              retry_after=retry_after, defer=True)
     if status == 501 or (status >= 500 and _REQUEST_AT_FAULT.search(said)):
-        return ProviderError("invalid_input", message)  # 501: a feature the server lacks
+        # 501: a feature the server lacks.
+        return ProviderError(ErrorCategory.INVALID_INPUT, message)
     if status >= 500:
-        return ProviderError("provider_unavailable", message, retryable=True)
+        return ProviderError(ErrorCategory.PROVIDER_UNAVAILABLE, message, retryable=True)
     if status in (401, 403):
-        return ProviderError("auth", message)
-    return ProviderError("invalid_input", message)
+        return ProviderError(ErrorCategory.AUTH, message)
+    return ProviderError(ErrorCategory.INVALID_INPUT, message)

@@ -22,6 +22,7 @@ from ai_service.providers.http import (
     scrub,
     total_deadline,
 )
+from ai_service.states import ErrorCategory
 
 # vLLM and OpenAI: "This model's maximum context length is N tokens"; llama-cpp-python and
 # OpenAI: code context_length_exceeded; llama.cpp: exceed_context_size_error, "exceeds the
@@ -76,7 +77,8 @@ def classify_llm_error(response: requests.Response, api_key: str | None) -> Prov
     error of its own (the caller must shorten it), the rest as for any provider."""
     said = f"{error_type(response)} {error_text(response)}"
     if 400 <= response.status_code < 500 and _CONTEXT_LENGTH.search(said):
-        return ProviderError("context_length_exceeded", scrub(error_text(response), api_key))
+        return ProviderError(ErrorCategory.CONTEXT_LENGTH_EXCEEDED,
+                             scrub(error_text(response), api_key))
     return classify_status(response, api_key)
 
 
@@ -100,5 +102,6 @@ def parse_completion(response: requests.Response) -> dict[str, Any]:
         }
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ProviderError(
-            "bad_response", "the provider's answer is not a chat completion", retryable=True
+            ErrorCategory.BAD_RESPONSE,
+            "the provider's answer is not a chat completion", retryable=True
         ) from None

@@ -32,6 +32,7 @@ from ai_service.providers.http import (
     parse_retry_after,
     total_deadline,
 )
+from ai_service.states import ErrorCategory
 
 CHUNK = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -71,11 +72,12 @@ class WhisperXClient:
                     size += len(chunk)
                     if size > self.max_audio_bytes:
                         raise ProviderError(
-                            "invalid_input", f"audio is larger than {self.max_audio_bytes} bytes"
+                            ErrorCategory.INVALID_INPUT,
+                            f"audio is larger than {self.max_audio_bytes} bytes"
                         )
                     sink.write(chunk)
         except RefusedAddress as exc:
-            raise ProviderError("invalid_input", f"audio_url: {exc}") from None
+            raise ProviderError(ErrorCategory.INVALID_INPUT, f"audio_url: {exc}") from None
         except requests.RequestException as exc:
             raise _unreachable(classify_exception(exc, signal)) from None
 
@@ -86,7 +88,8 @@ class WhisperXClient:
         for _ in range(MAX_REDIRECTS + 1):
             scheme = urlsplit(url).scheme.lower()
             if scheme not in ("http", "https"):
-                raise ProviderError("invalid_input", f"audio_url: redirected to a {scheme}: "
+                raise ProviderError(ErrorCategory.INVALID_INPUT,
+                                    f"audio_url: redirected to a {scheme}: "
                                     "URL; only http and https are fetched")
             try:
                 resp = session.get(url, stream=True, allow_redirects=False,
@@ -106,7 +109,8 @@ class WhisperXClient:
                     url = urljoin(url, target)
                 except ValueError:
                     raise _malformed_redirect() from None
-        raise ProviderError("invalid_input", f"audio_url: more than {MAX_REDIRECTS} redirects")
+        raise ProviderError(ErrorCategory.INVALID_INPUT,
+                            f"audio_url: more than {MAX_REDIRECTS} redirects")
 
     def _upload(
         self, audio: IO[bytes], name: str, options: dict[str, Any], signal: AbortSignal
@@ -128,7 +132,7 @@ class WhisperXClient:
 
 
 def _malformed_redirect() -> ProviderError:
-    return ProviderError("invalid_input", "audio_url: redirected to a malformed URL")
+    return ProviderError(ErrorCategory.INVALID_INPUT, "audio_url: redirected to a malformed URL")
 
 
 def _unreachable(error: Exception) -> Exception:
@@ -136,7 +140,8 @@ def _unreachable(error: Exception) -> Exception:
     worker's network by which of them a URL met."""
     if isinstance(error, Aborted):
         return error
-    return ProviderError("provider_unavailable", "could not fetch audio_url", retryable=True)
+    return ProviderError(ErrorCategory.PROVIDER_UNAVAILABLE,
+                         "could not fetch audio_url", retryable=True)
 
 
 def audio_status_error(response: requests.Response) -> ProviderError:
@@ -149,11 +154,11 @@ def audio_status_error(response: requests.Response) -> ProviderError:
         message = f"audio_url: HTTP {status}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429 or (status == 503 and retry_after is not None):
-        return ProviderError("rate_limited", message, retryable=True, retry_after=retry_after,
-                             defer=True)
+        return ProviderError(ErrorCategory.RATE_LIMITED, message, retryable=True,
+                             retry_after=retry_after, defer=True)
     if status >= 500:
-        return ProviderError("provider_unavailable", message, retryable=True)
-    return ProviderError("invalid_input", message)
+        return ProviderError(ErrorCategory.PROVIDER_UNAVAILABLE, message, retryable=True)
+    return ProviderError(ErrorCategory.INVALID_INPUT, message)
 
 
 def _file_name(url: str) -> str:
@@ -173,5 +178,5 @@ def parse_transcript(response: requests.Response) -> dict[str, Any]:
         return {"text": str(data["text"]), "segments": segments, "language": data.get("language")}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ProviderError(
-            "bad_response", "the WhisperX answer is not a transcript", retryable=True
+            ErrorCategory.BAD_RESPONSE, "the WhisperX answer is not a transcript", retryable=True
         ) from None

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
+from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
 TASK_TYPES = frozenset({"llm_chat", "chat_completion"})
@@ -36,7 +37,7 @@ class LLMRunner:
         try:
             request = chat_request(job["input"])
         except ValidationError as exc:
-            return Failed("invalid_input", as_text(exc.normalized_messages(), "input"))
+            return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:
             return Completed(self.client.chat(request, signal))
         except (ProviderError, Aborted) as exc:

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.whisperx import WhisperXClient
+from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
 TASK_TYPES = frozenset({"transcribe"})
@@ -25,7 +26,7 @@ class WhisperXRunner:
         try:
             options = BUILT_IN["transcribe"].load(job["input"])
         except ValidationError as exc:
-            return Failed("invalid_input", as_text(exc.normalized_messages(), "input"))
+            return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")
         try:
             return Completed(self.client.transcribe(audio_url, options, signal))
