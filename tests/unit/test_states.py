@@ -5,11 +5,13 @@ and no statement names a status, an event or a stored category the model does no
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from sqlalchemy import TextClause
 
 from ai_service import models, repository
+from ai_service.providers.llm import classify_llm_error
 from ai_service.states import (
     FINISHED_STATUSES,
     TRANSITIONS,
@@ -18,6 +20,7 @@ from ai_service.states import (
     JobEvent,
     JobStatus,
 )
+from tests.unit.test_provider_errors import EXPECTED, recorded
 
 # Which statement carries which actions. The claim is one statement for three: a pending job
 # claimed, an expired lease reclaimed, an expired lease with no attempts left failed.
@@ -179,3 +182,27 @@ def test_the_jobs_tables_partial_indexes_name_only_known_statuses() -> None:
 def test_only_rate_limiting_defers_and_what_defers_is_retryable() -> None:
     assert {c for c in ErrorCategory if c.defers} == {ErrorCategory.RATE_LIMITED}
     assert all(c.retryable for c in ErrorCategory if c.defers)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_recorded_provider_answer_is_classified_with_its_categorys_rule(name: str) -> None:
+    error = classify_llm_error(recorded(name), None)
+    category = ErrorCategory(error.category)
+    assert (error.retryable, error.defer) == (category.retryable, category.defers)
+
+
+README = Path(__file__).parent.parent.parent / "README.md"
+
+
+def test_the_readme_lists_every_stored_category_and_its_rule() -> None:
+    readme = README.read_text()
+    (fields_row,) = [line for line in readme.splitlines()
+                     if line.startswith("| `error_category`, `error_message` |")]
+    assert set(re.findall(r"`(\w+)`", fields_row.split("|")[2])) == set(ErrorCategory)
+    rules = {"retried with backoff": (True, False), "fails at once": (False, False),
+             "without spending an attempt": (True, True)}
+    for category, rule in re.findall(r"^\| `(\w+)` \|.*\| ([^|]+) \|$", readme, re.MULTILINE):
+        if category in set(ErrorCategory):
+            (said,) = [flags for words, flags in rules.items() if words in rule]
+            assert said == (ErrorCategory(category).retryable, ErrorCategory(category).defers), \
+                category
