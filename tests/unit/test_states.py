@@ -206,3 +206,10 @@ def test_the_readme_lists_every_stored_category_and_its_rule() -> None:
             (said,) = [flags for words, flags in rules.items() if words in rule]
             assert said == (ErrorCategory(category).retryable, ErrorCategory(category).defers), \
                 category
+
+
+def test_the_readme_names_every_event_of_the_audit_trail() -> None:
+    readme = README.read_text()
+    start = readme.index("# the audit trail: ")
+    listed = readme[start:readme.index(" — with time", start)]
+    assert re.findall(r"\b[a-z_]+\b", listed.split(":", 1)[1].replace("#", "")) == list(JobEvent)
