@@ -53,6 +53,15 @@ def own_cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def own_cluster_url(own_cluster: LocalCluster) -> str:
+    """A migrated database on this test's own cluster (the one it may stop and crash)."""
+    own_cluster.create_database("ai_service")
+    url = own_cluster.url("ai_service")
+    db.migrate(url)
+    return url
+
+
 @pytest.fixture(scope="session")
 def template_url(pg_cluster: LocalCluster) -> str:
     pg_cluster.create_database(TEMPLATE)

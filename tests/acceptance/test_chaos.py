@@ -16,7 +16,6 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from ai_service import db
 from ai_service.config import to_sqlalchemy_url
 from ai_service.localpg import LocalCluster, free_port
 from tests.acceptance.conftest import GUNICORN, SECRET, WORKER, Proc, wait_ready
@@ -40,11 +39,9 @@ def counts(url: str) -> dict[str, int]:
 
 
 def test_chaos_loses_nothing_and_completes_nothing_twice(
-    own_cluster: LocalCluster, spawn: Callable[..., Proc], tmp_path: Path
+    own_cluster: LocalCluster, own_cluster_url: str, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    own_cluster.create_database("chaos")
-    url = own_cluster.url("chaos")
-    db.migrate(url)
+    url = own_cluster_url
     headers = bearer(issue_token(url, "admin"))
     llm = FakeLLMServer(api_key=SECRET, latency_ms=100, seed=7, hang_seconds=3,
                         fault_mix={"500": 0.10, "429": 0.05, "hang": 0.05}).start()

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 import requests
 
-from ai_service import db
 from ai_service.localpg import LocalCluster, free_port
 from tests.acceptance.conftest import GUNICORN, SECRET, WORKER, Proc, wait_ready
 from tests.acceptance.helpers import Api, create, wait_status
@@ -42,12 +41,10 @@ RECOVERY_DEADLINE = 90.0
     pytest.param("immediate", 10, id="immediate-10s"),
 ])
 def test_web_and_workers_ride_out_a_postgresql_outage(
-    mode: str, seconds: float, own_cluster: LocalCluster, fake_llm: FakeLLMServer,
-    spawn: Callable[..., Proc],
+    mode: str, seconds: float, own_cluster: LocalCluster, own_cluster_url: str,
+    fake_llm: FakeLLMServer, spawn: Callable[..., Proc],
 ) -> None:
-    own_cluster.create_database("outage")
-    url = own_cluster.url("outage")
-    db.migrate(url)
+    url = own_cluster_url
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "WORKER_"))},

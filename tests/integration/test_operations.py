@@ -10,7 +10,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from ai_service import db
 from ai_service.app import make_repository
 from ai_service.config import Settings
 from ai_service.errors import DatabaseUnavailable
@@ -96,11 +95,9 @@ def test_providers_status_never_hangs_and_names_the_failure(
 
 
 def test_database_outage_is_503_json_and_service_recovers_without_restart(
-    own_cluster: LocalCluster, make_app: Callable[[Settings], Flask]
+    own_cluster: LocalCluster, own_cluster_url: str, make_app: Callable[[Settings], Flask]
 ) -> None:
-    own_cluster.create_database("outage")
-    url = own_cluster.url("outage")
-    db.migrate(url)
+    url = own_cluster_url
     app = make_app(make_settings(url))
     client = client_with(app, issue_token(url, "admin"))
     assert client.post("/api/v1/jobs", json=job_body()).status_code == 201
@@ -118,11 +115,9 @@ def test_database_outage_is_503_json_and_service_recovers_without_restart(
 
 
 def test_without_pre_ping_a_database_restart_costs_the_worker_one_failed_call(
-    own_cluster: LocalCluster,
+    own_cluster: LocalCluster, own_cluster_url: str,
 ) -> None:
-    own_cluster.create_database("restart")
-    url = own_cluster.url("restart")
-    db.migrate(url)
+    url = own_cluster_url
     repo = make_repository(make_settings(url), "worker-test", pre_ping=False)
     try:
         repo.create_jobs([new_job() for _ in range(5)])

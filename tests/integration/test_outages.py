@@ -16,7 +16,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from ai_service import db
 from ai_service.app import make_repository
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster
@@ -32,26 +31,18 @@ SECRET_PROMPT = "card 4929-1234-5678-9012"
 
 
 @pytest.fixture
-def outage_url(own_cluster: LocalCluster) -> str:
-    own_cluster.create_database("outage")
-    url = own_cluster.url("outage")
-    db.migrate(url)
-    return url
-
-
-@pytest.fixture
-def outage_repo(outage_url: str) -> Iterator[JobRepository]:
+def outage_repo(own_cluster_url: str) -> Iterator[JobRepository]:
     # As the worker builds it: without pre-ping, so a pooled connection is not tested first.
-    repo = make_repository(make_settings(outage_url), "outage-test", pre_ping=False)
+    repo = make_repository(make_settings(own_cluster_url), "outage-test", pre_ping=False)
     yield repo
     repo.engine.dispose()
 
 
 @pytest.mark.parametrize("pre_ping", [True, False], ids=["web-pool", "worker-pool"])
 def test_every_repository_call_raises_database_unavailable_while_postgresql_is_down(
-    own_cluster: LocalCluster, outage_url: str, pre_ping: bool
+    own_cluster: LocalCluster, own_cluster_url: str, pre_ping: bool
 ) -> None:
-    repo = make_repository(make_settings(outage_url), "outage-test", pre_ping=pre_ping)
+    repo = make_repository(make_settings(own_cluster_url), "outage-test", pre_ping=pre_ping)
     try:
         repo.create_jobs([new_job(), new_job()])
         held = claim_one(repo)
@@ -90,10 +81,10 @@ def _raised(call: Callable[[], Any]) -> str:
 
 
 def test_while_postgresql_is_down_the_claim_endpoint_answers_503_json_with_retry_after(
-    own_cluster: LocalCluster, outage_url: str, make_app: Callable[[Settings], Flask]
+    own_cluster: LocalCluster, own_cluster_url: str, make_app: Callable[[Settings], Flask]
 ) -> None:
-    app = make_app(make_settings(outage_url))
-    client = client_with(app, issue_token(outage_url, "worker"))
+    app = make_app(make_settings(own_cluster_url))
+    client = client_with(app, issue_token(own_cluster_url, "worker"))
     claim = {"worker_id": "remote-1", "limit": 1}
     assert client.post("/api/v1/jobs/claim", json=claim).status_code == 200
 
@@ -111,10 +102,10 @@ def test_while_postgresql_is_down_the_claim_endpoint_answers_503_json_with_retry
 
 
 def test_while_postgresql_is_down_the_operations_page_and_login_say_so_in_html(
-    own_cluster: LocalCluster, outage_url: str, make_app: Callable[[Settings], Flask]
+    own_cluster: LocalCluster, own_cluster_url: str, make_app: Callable[[Settings], Flask]
 ) -> None:
-    app = make_app(make_settings(outage_url))
-    token = issue_token(outage_url, "admin")
+    app = make_app(make_settings(own_cluster_url))
+    token = issue_token(own_cluster_url, "admin")
     browser = app.test_client()
     assert browser.post("/login", data={"token": token}).status_code == 303
     assert browser.get("/").status_code == 200

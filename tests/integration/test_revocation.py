@@ -13,7 +13,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from ai_service import db
 from ai_service.api.auth import TokenCache
 from ai_service.app import make_repository
 from ai_service.config import Settings
@@ -152,11 +151,9 @@ def test_the_listener_reconnects_after_its_connection_is_killed_and_trusts_nothi
 
 
 def test_the_listener_survives_a_postgresql_restart_and_hears_revocations_after_it(
-    own_cluster: LocalCluster, make_app: Callable[[Settings], Flask]
+    own_cluster: LocalCluster, own_cluster_url: str, make_app: Callable[[Settings], Flask]
 ) -> None:
-    own_cluster.create_database("revocations")
-    url = own_cluster.url("revocations")
-    db.migrate(url)
+    url = own_cluster_url
     app = make_app(make_settings(url))
     repo = make_repository(make_settings(url), "test-revocations")
     try:
