@@ -31,16 +31,18 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ai_service.config import Settings
+from ai_service.inputs import BUILT_IN
 from ai_service.states import ErrorCategory
 
 if TYPE_CHECKING:
     from ai_service.repository import JobRepository
 
 OTHER = "other"
-# The task types the built-in runners take (worker/runners), and the failure categories the
-# service stores (ai_service/states.py).
-BUILTIN_TASK_TYPES = frozenset({"llm_chat", "chat_completion", "transcribe"})
-ERROR_CATEGORIES = frozenset(category.value for category in ErrorCategory)
+# The built-in task types (their input is checked at create, ai_service/inputs.py), and the
+# failure categories the service stores (ai_service/states.py; a StrEnum member hashes and
+# compares as its string).
+BUILTIN_TASK_TYPES = frozenset(BUILT_IN)
+ERROR_CATEGORIES = frozenset(ErrorCategory)
 
 
 @dataclass(frozen=True)

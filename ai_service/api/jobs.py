@@ -34,8 +34,6 @@ from ai_service.schemas import (
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="AI jobs")
 
-# Categories that mean "the provider asked us to slow down": the attempt is given back.
-DEFERRING_CATEGORIES = frozenset(category.value for category in states.DEFERRING_CATEGORIES)
 
 
 CALLERS = (ROLE_CALLER, ROLE_ADMIN)
@@ -188,7 +186,7 @@ class JobFail(MethodView):
         """Record a failed attempt. Retryable with attempts left → pending after a backoff;
         category rate_limited → pending after retry_after without spending the attempt."""
         lease = _lease(job_id, body)
-        if body["category"] in DEFERRING_CATEGORIES:
+        if body["category"] in states.DEFERRING_CATEGORIES:
             job = repository().defer_job(
                 lease, body["category"], body["message"], retry_after=body.get("retry_after")
             )
