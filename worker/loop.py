@@ -159,11 +159,12 @@ class Worker:
         """How many jobs to claim now (0: none), and how long to wait when none. Every free
         slot is claimed for in one statement: slots that free together are refilled with one
         round trip, not one each. Fewer free slots than a claim batch are claimed for once a
-        poll interval has passed without a claim."""
+        poll interval has passed without a claim. Nothing is claimed while results wait out
+        an outage (see ResultWriter.backlogged)."""
         free = self.config.concurrency - self.running_count()
         poll = self.config.poll_interval
-        if free <= 0 or not self.runners:
-            return 0, poll
+        if free <= 0 or not self.runners or self._results.backlogged.is_set():
+            return 0, poll  # a written backlog frees slots, which wakes the loop
         if free >= self.config.claim_batch or since_last_claim >= poll:
             return free, poll
         return 0, poll - since_last_claim

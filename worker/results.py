@@ -49,6 +49,10 @@ class ResultWriter:
         self.on_written = on_written  # each batch's leases, once durable or refused
         self.claim_batch = claim_batch  # how many results to wait for, at most `linger`
         self.linger = linger
+        # Set while results wait out a database outage: the worker claims nothing until they
+        # are written, or its first claim after the outage would reclaim its own finished jobs
+        # (their leases ran out meanwhile) and throw their results away.
+        self.backlogged = threading.Event()
         self._queue: queue.SimpleQueue[_Result | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="results", daemon=True)
         self._thread.start()
@@ -158,8 +162,11 @@ class ResultWriter:
         while True:
             try:
                 write()  # type: ignore[operator]
+                if self._queue.empty():  # what waited behind this batch is written too
+                    self.backlogged.clear()
                 return
             except DatabaseUnavailable:
+                self.backlogged.set()
                 if self.give_up.is_set():
                     log.error("outcome not stored before exit: the database is down; the job "
                               "runs again once its lease expires")
