@@ -1,5 +1,10 @@
 """Environment → typed settings. Every process reads its configuration here, once, at start.
 
+Each setting is declared once, in SETTINGS: its variable, the Settings field it fills, its kind
+(how the text is parsed and shown), its default, its bound, who reads it, whether it is secret
+and what it means. The loader, `ai-service check-config`, the worker's `--help` and the
+README's Configuration table (ai_service/settings_docs.py) all come from that declaration.
+
 A missing or malformed value raises ConfigError with one line naming the variable, so a
 misconfigured dyno dies at boot instead of failing its first job an hour later.
 """
@@ -10,8 +15,10 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 from urllib.parse import urlsplit
 
 from ai_service.netpolicy import parse_allow_list
@@ -33,6 +40,19 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 2s, 5m, 1h)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds → the largest unit that writes them whole, as an operator would: 300 → '5m'."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    milliseconds = round(seconds * 1000, 6)
+    if milliseconds.is_integer():
+        return f"{int(milliseconds)}ms"
+    return f"{seconds:g}s"
 
 
 def parse_int(text: str) -> int:
@@ -108,44 +128,116 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"***@{host}").geturl()
 
 
+# --- what a setting is ---------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Settings:
-    database_url: str
-    http_host: str = "0.0.0.0"
-    http_port: int = 8080
-    migrate_on_start: bool = True
-    llm_base_url: str | None = None
-    llm_api_key: str | None = field(default=None, repr=False)
-    llm_model: str = "qwen2.5-14b"
-    llm_timeout: float = 300.0
-    whisperx_url: str | None = None
-    whisperx_asr_path: str = "/asr"
-    whisperx_timeout: float = 1800.0
-    whisperx_max_audio_bytes: int = 200 * 1024 * 1024
-    audio_url_allow: tuple[str, ...] = ()
-    worker_id: str = ""
-    worker_poll_interval: float = 2.0
-    worker_claim_limit: int = 4
-    worker_claim_batch: int = 1
-    worker_lease: float = 60.0
-    worker_shutdown_grace: float = 30.0
-    worker_metrics_port: int = 0
-    model_concurrency: dict[str, int] = field(default_factory=dict)
-    metrics_task_types: frozenset[str] = frozenset()
-    metrics_model_profiles: frozenset[str] = frozenset()
-    max_content_length: int = 1024 * 1024
-    max_batch_size: int = 1000
-    retry_backoff_base: float = 10.0
-    retry_backoff_max: float = 600.0
-    max_deferrals: int = 20
-    db_pool_size: int = 5
-    log_level: str = "INFO"
-    log_format: str = "json"
-    auth_disabled: bool = False
-    ops_session_lifetime: float = 12 * 3600.0
-    # Peers whose X-Forwarded-* headers are believed: the variable gunicorn reads for the
-    # scheme, so one setting decides both the scheme and the client address behind nginx.
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+class Kind:
+    """How a setting's text becomes a value (parse raises ValueError with a short reason) and
+    how a value is written back as text an operator could set (check-config)."""
+
+    name: str
+    parse: Callable[[str], Any]
+    show: Callable[[Any], str] = str
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    low: float
+    exclusive: bool = False
+
+    def admits(self, value: Any) -> bool:
+        return value > self.low if self.exclusive else value >= self.low
+
+    def __str__(self) -> str:
+        return f"{'>' if self.exclusive else '>='} {self.low:g}"
+
+
+@dataclass(frozen=True)
+class Between:
+    low: int
+    high: int
+
+    def admits(self, value: Any) -> bool:
+        return self.low <= value <= self.high
+
+    def __str__(self) -> str:
+        return f"between {self.low} and {self.high}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def admits(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.choices[:-1])} or {self.choices[-1]}"
+
+
+Bound = AtLeast | Between | OneOf
+POSITIVE = AtLeast(0, exclusive=True)
+NON_NEGATIVE = AtLeast(0)
+PORT = Between(1, 65535)
+
+
+class Secrecy(Enum):
+    PUBLIC = "public"
+    REDACTED = "redacted"  # a URL shown without its credentials
+    SECRET = "secret"  # never shown, only whether it is set
+
+
+class Reader(Enum):
+    WEB = "web"
+    WORKER = "worker"
+
+
+WEB = frozenset({Reader.WEB})
+WORKER = frozenset({Reader.WORKER})
+BOTH = WEB | WORKER
+
+
+@dataclass(frozen=True)
+class Setting:
+    variable: str
+    field: str
+    kind: Kind
+    # The default as an operator would write it, parsed and bounded like a set value; None
+    # leaves the value None (unset), a function computes it when the process starts.
+    default: str | Callable[[], str] | None
+    help: str
+    read_by: frozenset[Reader]
+    bound: Bound | None = None
+    secrecy: Secrecy = Secrecy.PUBLIC
+    # How the README and --help write the default when its text alone would mislead.
+    default_shown: str | None = None
+
+    def is_set_in(self, environ: Mapping[str, str]) -> bool:
+        return environ.get(self.variable, "").strip() != ""
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        """This setting's value from the environment, else its default; ConfigError if bad."""
+        text = environ.get(self.variable, "").strip() if self.is_set_in(environ) else (
+            self.default() if callable(self.default) else self.default)
+        if text is None:
+            return None
+        try:
+            value = self.kind.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{self.variable}: {exc}") from None
+        if self.bound is not None and not self.bound.admits(value):
+            raise ConfigError(f"{self.variable}: must be {self.bound}")
+        return value
+
+    def show(self, value: Any) -> str:
+        """The value as check-config prints it: secrets hidden, URLs without credentials."""
+        if self.secrecy is Secrecy.SECRET:
+            return "set" if value else "unset"
+        if value is None:
+            return "unset"
+        shown = self.kind.show(value)
+        return redact_url(shown) if self.secrecy is Secrecy.REDACTED else shown
 
 
 def _default_worker_id() -> str:
@@ -153,79 +245,182 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-# variable → (Settings field, parser). Parsers raise ValueError with a short reason.
-_PARSERS = {
-    "DATABASE_URL": ("database_url", to_sqlalchemy_url),
-    "HTTP_HOST": ("http_host", str),
-    "HTTP_PORT": ("http_port", parse_int),
-    "MIGRATE_ON_START": ("migrate_on_start", parse_bool),
-    "LLM_BASE_URL": ("llm_base_url", _http_url),
-    "LLM_API_KEY": ("llm_api_key", str),
-    "LLM_MODEL": ("llm_model", str),
-    "LLM_TIMEOUT": ("llm_timeout", parse_duration),
-    "WHISPERX_URL": ("whisperx_url", _http_url),
-    "WHISPERX_ASR_PATH": ("whisperx_asr_path", str),
-    "WHISPERX_TIMEOUT": ("whisperx_timeout", parse_duration),
-    "WHISPERX_MAX_AUDIO_BYTES": ("whisperx_max_audio_bytes", parse_int),
-    "AUDIO_URL_ALLOW": ("audio_url_allow", parse_allow_list),
-    "WORKER_ID": ("worker_id", str),
-    "WORKER_POLL_INTERVAL": ("worker_poll_interval", parse_duration),
-    "WORKER_CLAIM_LIMIT": ("worker_claim_limit", parse_int),
-    "WORKER_CLAIM_BATCH": ("worker_claim_batch", parse_int),
-    "WORKER_LEASE": ("worker_lease", parse_duration),
-    "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
-    "WORKER_METRICS_PORT": ("worker_metrics_port", parse_int),
-    "MODEL_CONCURRENCY": ("model_concurrency", parse_model_concurrency),
-    "METRICS_TASK_TYPES": ("metrics_task_types", parse_names),
-    "METRICS_MODEL_PROFILES": ("metrics_model_profiles", parse_names),
-    "MAX_CONTENT_LENGTH": ("max_content_length", parse_int),
-    "MAX_BATCH_SIZE": ("max_batch_size", parse_int),
-    "RETRY_BACKOFF_BASE": ("retry_backoff_base", parse_duration),
-    "RETRY_BACKOFF_MAX": ("retry_backoff_max", parse_duration),
-    "MAX_DEFERRALS": ("max_deferrals", parse_int),
-    "DB_POOL_SIZE": ("db_pool_size", parse_int),
-    "LOG_LEVEL": ("log_level", str.upper),
-    "LOG_FORMAT": ("log_format", str.lower),
-    "AUTH_DISABLED": ("auth_disabled", parse_bool),
-    "OPS_SESSION_LIFETIME": ("ops_session_lifetime", parse_duration),
-    "FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", parse_address_list),
-}
+def _show_bool(value: bool) -> str:
+    return "true" if value else "false"
 
-_POSITIVE = {
-    "http_port", "worker_poll_interval", "worker_claim_limit", "worker_claim_batch",
-    "worker_lease", "llm_timeout",
-    "whisperx_timeout", "max_content_length", "max_batch_size", "db_pool_size",
-    "whisperx_max_audio_bytes", "ops_session_lifetime",
-}
-_NON_NEGATIVE = {
-    "worker_shutdown_grace", "retry_backoff_base", "retry_backoff_max", "max_deferrals",
-}
+
+def _show_caps(caps: dict[str, int]) -> str:
+    return ",".join(f"{profile}={number}" for profile, number in caps.items())
+
+
+TEXT = Kind("text", str)
+INTEGER = Kind("integer", parse_int)
+DURATION = Kind("duration", parse_duration, format_duration)
+BOOLEAN = Kind("boolean", parse_bool, _show_bool)
+HTTP_URL = Kind("http(s) URL", _http_url)
+POSTGRESQL_URL = Kind("`postgresql://` URL", to_sqlalchemy_url)
+LEVEL = Kind("level", str.upper)
+FORMAT = Kind("format", str.lower)
+HOSTS = Kind("host names, addresses, CIDRs", parse_allow_list, ",".join)
+ADDRESSES = Kind("addresses, networks or `*`", parse_address_list, ",".join)
+NAMES = Kind("names", parse_names, lambda names: ",".join(sorted(names)))
+CAPS = Kind("`profile=N,…`", parse_model_concurrency, _show_caps)
+
+
+# --- the settings --------------------------------------------------------------------------
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "database_url", POSTGRESQL_URL, None,
+            "the queue's PostgreSQL database, `postgresql://user:pass@host:5432/db`", BOTH,
+            secrecy=Secrecy.REDACTED,
+            default_shown="required (`make run` makes a local one; unset, `ai-service` uses it)"),
+    Setting("HTTP_HOST", "http_host", TEXT, "0.0.0.0",
+            "where gunicorn listens, and the worker's metrics", BOTH),
+    Setting("HTTP_PORT", "http_port", INTEGER, "8080", "the port gunicorn listens on", WEB,
+            bound=PORT),
+    Setting("WEB_CONCURRENCY", "web_concurrency", INTEGER, "2", "gunicorn processes", WEB,
+            bound=POSITIVE),
+    Setting("WEB_THREADS", "web_threads", INTEGER, "4", "threads of each gunicorn process", WEB,
+            bound=POSITIVE),
+    Setting("MIGRATE_ON_START", "migrate_on_start", BOOLEAN, "true",
+            "`alembic upgrade head` at start, under an advisory lock", BOTH),
+    Setting("LLM_BASE_URL", "llm_base_url", HTTP_URL, None,
+            "OpenAI-compatible base URL, e.g. `http://vllm:8000/v1`", BOTH,
+            default_shown="unset (no LLM runner)"),
+    Setting("LLM_API_KEY", "llm_api_key", TEXT, None,
+            "sent as `Authorization: Bearer`; never logged or shown", BOTH,
+            secrecy=Secrecy.SECRET),
+    Setting("LLM_MODEL", "llm_model", TEXT, "qwen2.5-14b",
+            "the model profile the LLM runner serves, and the `model` sent", BOTH),
+    Setting("LLM_TIMEOUT", "llm_timeout", DURATION, "5m",
+            "total time of one LLM call, the answer read to its end", WORKER, bound=POSITIVE),
+    Setting("WHISPERX_URL", "whisperx_url", HTTP_URL, None,
+            "base URL of the WhisperX service", BOTH,
+            default_shown="unset (no WhisperX runner)"),
+    Setting("WHISPERX_ASR_PATH", "whisperx_asr_path", TEXT, "/asr", "its upload path", WORKER),
+    Setting("WHISPERX_TIMEOUT", "whisperx_timeout", DURATION, "30m",
+            "total time of one transcription: audio download and upload together", WORKER,
+            bound=POSITIVE),
+    Setting("WHISPERX_MAX_AUDIO_BYTES", "whisperx_max_audio_bytes", INTEGER, "209715200",
+            "audio larger than this fails as `invalid_input`", WORKER, bound=POSITIVE),
+    Setting("AUDIO_URL_ALLOW", "audio_url_allow", HOSTS, "",
+            "internal hosts and CIDRs `audio_url` may reach, e.g. `minio,10.20.0.0/16` "
+            "(see Security)", WORKER),
+    Setting("WORKER_ID", "worker_id", TEXT, _default_worker_id,
+            "stored on every job the worker claims", WORKER, default_shown="hostname-pid"),
+    Setting("WORKER_POLL_INTERVAL", "worker_poll_interval", DURATION, "2s",
+            "idle poll, the fallback to LISTEN/NOTIFY", WORKER, bound=POSITIVE),
+    Setting("WORKER_CLAIM_LIMIT", "worker_claim_limit", INTEGER, "4",
+            "concurrent jobs per worker process", WORKER, bound=POSITIVE),
+    Setting("WORKER_CLAIM_BATCH", "worker_claim_batch", INTEGER, "1",
+            "the fewest free slots a busy worker claims for (each claim takes every free slot; "
+            "at most `WORKER_CLAIM_LIMIT`); see the worker", WORKER, bound=POSITIVE),
+    Setting("WORKER_LEASE", "worker_lease", DURATION, "1m",
+            "lease per claim; renewed every third of it", BOTH, bound=POSITIVE),
+    Setting("WORKER_SHUTDOWN_GRACE", "worker_shutdown_grace", DURATION, "30s",
+            "how long SIGTERM waits for running jobs", WORKER, bound=NON_NEGATIVE),
+    Setting("WORKER_METRICS_PORT", "worker_metrics_port", INTEGER, "0",
+            "the worker's own `/metrics` port (on `HTTP_HOST`); 0 serves none", WORKER,
+            bound=Between(0, 65535)),
+    Setting("SWEEP_INTERVAL", "sweep_interval", DURATION, "15s",
+            "how often each process looks for running jobs whose lease ran out with no "
+            "attempts left, and fails them (one process at a time)", BOTH, bound=POSITIVE),
+    Setting("MODEL_CONCURRENCY", "model_concurrency", CAPS, "",
+            "fleet-wide caps on running jobs per model profile", BOTH),
+    Setting("METRICS_TASK_TYPES", "metrics_task_types", NAMES, "",
+            "task types, besides the built-in `llm_chat`, `chat_completion`, `transcribe`, "
+            "that keep their own metrics label (`a,b`); others count as `other`", BOTH),
+    Setting("METRICS_MODEL_PROFILES", "metrics_model_profiles", NAMES, "",
+            "model profiles, besides `LLM_MODEL`, `whisperx` and the `MODEL_CONCURRENCY` ones, "
+            "that keep their own metrics label; others count as `other`", BOTH),
+    Setting("RETRY_BACKOFF_BASE", "retry_backoff_base", DURATION, "10s",
+            "retry delay: base·2^(attempt-1), capped by `RETRY_BACKOFF_MAX`, with jitter", BOTH,
+            bound=NON_NEGATIVE),
+    Setting("RETRY_BACKOFF_MAX", "retry_backoff_max", DURATION, "10m",
+            "the longest retry delay", BOTH, bound=NON_NEGATIVE),
+    Setting("MAX_DEFERRALS", "max_deferrals", INTEGER, "20",
+            "rate-limit deferrals before a job fails", BOTH, bound=NON_NEGATIVE),
+    Setting("MAX_CONTENT_LENGTH", "max_content_length", INTEGER, "1048576",
+            "request body limit (bytes) → 413", WEB, bound=POSITIVE),
+    Setting("MAX_BATCH_SIZE", "max_batch_size", INTEGER, "1000",
+            "jobs per batch request → 422", WEB, bound=POSITIVE),
+    Setting("DB_POOL_SIZE", "db_pool_size", INTEGER, "5",
+            "connections per process (a worker uses four at most, whatever its slots)", BOTH,
+            bound=POSITIVE),
+    Setting("LOG_LEVEL", "log_level", LEVEL, "INFO", "the least severe log lines written", BOTH,
+            bound=OneOf(("DEBUG", "INFO", "WARNING", "ERROR"))),
+    Setting("LOG_FORMAT", "log_format", FORMAT, "json",
+            "one JSON object per line, or plain `text`", BOTH, bound=OneOf(("json", "text"))),
+    Setting("AUTH_DISABLED", "auth_disabled", BOOLEAN, "false",
+            "`true` serves every request as an admin (development only)", WEB),
+    Setting("OPS_SESSION_LIFETIME", "ops_session_lifetime", DURATION, "12h",
+            "how long an operations page sign-in lasts", WEB, bound=POSITIVE),
+    # The variable gunicorn reads for the scheme, so one setting decides both the scheme and
+    # the client address behind nginx.
+    Setting("FORWARDED_ALLOW_IPS", "forwarded_allow_ips", ADDRESSES, "127.0.0.1,::1",
+            "proxies whose `X-Forwarded-Proto` (read by gunicorn) and `X-Forwarded-For` (the "
+            "page's sign-in limit) are believed", WEB),
+)
+
+SETTING_NAMED = {setting.variable: setting for setting in SETTINGS}
+
+
+def declared_default(variable: str) -> Any:
+    """The value a setting has when its variable is unset."""
+    return SETTING_NAMED[variable].read({})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The typed settings. Each field is filled from its declaration in SETTINGS (default
+    included, so none is written here twice); load_settings is the way to make one."""
+
+    database_url: str = field(repr=False)
+    http_host: str
+    http_port: int
+    web_concurrency: int
+    web_threads: int
+    migrate_on_start: bool
+    llm_base_url: str | None
+    llm_api_key: str | None = field(repr=False)
+    llm_model: str
+    llm_timeout: float
+    whisperx_url: str | None
+    whisperx_asr_path: str
+    whisperx_timeout: float
+    whisperx_max_audio_bytes: int
+    audio_url_allow: tuple[str, ...]
+    worker_id: str
+    worker_poll_interval: float
+    worker_claim_limit: int
+    worker_claim_batch: int
+    worker_lease: float
+    worker_shutdown_grace: float
+    worker_metrics_port: int
+    sweep_interval: float
+    model_concurrency: dict[str, int]
+    metrics_task_types: frozenset[str]
+    metrics_model_profiles: frozenset[str]
+    retry_backoff_base: float
+    retry_backoff_max: float
+    max_deferrals: int
+    max_content_length: int
+    max_batch_size: int
+    db_pool_size: int
+    log_level: str
+    log_format: str
+    auth_disabled: bool
+    ops_session_lifetime: float
+    forwarded_allow_ips: tuple[str, ...]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment; raise ConfigError naming the first bad variable."""
     env = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    for variable, (name, parse) in _PARSERS.items():
-        raw = env.get(variable, "")
-        if raw.strip() == "":
-            continue
-        try:
-            value = parse(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{variable}: {exc}") from None
-        if name in _POSITIVE and value <= 0 or name in _NON_NEGATIVE and value < 0:
-            raise ConfigError(f"{variable}: must be {'> 0' if name in _POSITIVE else '>= 0'}")
-        values[name] = value
-    if "database_url" not in values:
+    values = {setting.field: setting.read(env) for setting in SETTINGS}
+    # The rules between settings, which no single declaration can state.
+    if values["database_url"] is None:
         raise ConfigError("DATABASE_URL: required (e.g. postgresql://user:pass@host:5432/ai_service)")
-    if not 1 <= values.get("http_port", 8080) <= 65535:
-        raise ConfigError("HTTP_PORT: must be between 1 and 65535")
-    if values.get("log_level", "INFO") not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
-    if values.get("log_format", "json") not in ("json", "text"):
-        raise ConfigError("LOG_FORMAT: must be json or text")
-    if values.get("worker_claim_batch", 1) > values.get("worker_claim_limit", 4):
+    if values["worker_claim_batch"] > values["worker_claim_limit"]:
         raise ConfigError("WORKER_CLAIM_BATCH: must not exceed WORKER_CLAIM_LIMIT")
-    values.setdefault("worker_id", _default_worker_id())
     return Settings(**values)

@@ -22,10 +22,10 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ai-service-metrics-")
 
 bind = f"{_settings.http_host}:{_settings.http_port}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _settings.web_concurrency
 # Requests wait on PostgreSQL, not the CPU: a few threads per process keep it busy.
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = _settings.web_threads
 timeout = 30
 graceful_timeout = 30
 keepalive = 5

@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ai_service.config import Settings
+from ai_service.config import Settings, declared_default
 from ai_service.inputs import BUILT_IN
 from ai_service.states import ErrorCategory
 
@@ -67,7 +67,7 @@ class KnownLabels:
 
 
 # Until configure() is called: the built-in task types and the default profiles.
-_known = KnownLabels(BUILTIN_TASK_TYPES, frozenset({Settings.llm_model, "whisperx"}))
+_known = KnownLabels(BUILTIN_TASK_TYPES, frozenset({declared_default("LLM_MODEL"), "whisperx"}))
 
 
 def configure(settings: Settings) -> None:
