@@ -7,16 +7,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from ai_service import db, localpg
 from ai_service.app import make_repository
 from ai_service.auth import ROLE_CALLER, hash_token
-from ai_service.config import ConfigError, Settings, load_settings, parse_duration, redact_url
+from ai_service.config import ConfigError, Settings, load_settings, parse_duration
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
 from ai_service.repository import TokenRepository
+from ai_service.settings_docs import settings_listing, sources_in
 
 DESCRIPTION = (
     "Operator commands of the AI Service: schema migrations, a settings check, API tokens "
@@ -32,11 +32,11 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _check_config(settings: Settings, _: argparse.Namespace) -> int:
-    shown = asdict(settings)
-    shown["database_url"] = redact_url(settings.database_url)
-    shown["llm_api_key"] = "set" if settings.llm_api_key else "unset"
-    for name, value in shown.items():
-        print(f"{name.upper()}={value}")
+    sources = sources_in(os.environ)
+    if sources["DATABASE_URL"] == "default":  # see _environment
+        sources["DATABASE_URL"] = "the local cluster of make run"
+    for line in settings_listing(settings, sources):
+        print(line)
     return 0
 
 
@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         run=_migrate
     )
     commands.add_parser(
-        "check-config", help="validate the environment and print the settings (no secrets)"
+        "check-config",
+        help="validate the environment and print every setting, its value and where it came "
+             "from (secrets hidden)"
     ).set_defaults(run=_check_config)
     _add_token_commands(commands)
     prune = commands.add_parser(

@@ -271,9 +271,9 @@ CAPS = Kind("`profile=N,…`", parse_model_concurrency, _show_caps)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "database_url", POSTGRESQL_URL, None,
-            "the queue's PostgreSQL database, `postgresql://user:pass@host:5432/db`", BOTH,
-            secrecy=Secrecy.REDACTED,
-            default_shown="required (`make run` makes a local one; unset, `ai-service` uses it)"),
+            "the queue's PostgreSQL database, `postgresql://user:pass@host:5432/db` (`make run` "
+            "makes a local one, which `ai-service` uses when this is unset)", BOTH,
+            secrecy=Secrecy.REDACTED, default_shown="required"),
     Setting("HTTP_HOST", "http_host", TEXT, "0.0.0.0",
             "where gunicorn listens, and the worker's metrics", BOTH),
     Setting("HTTP_PORT", "http_port", INTEGER, "8080", "the port gunicorn listens on", WEB,
@@ -320,8 +320,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_SHUTDOWN_GRACE", "worker_shutdown_grace", DURATION, "30s",
             "how long SIGTERM waits for running jobs", WORKER, bound=NON_NEGATIVE),
     Setting("WORKER_METRICS_PORT", "worker_metrics_port", INTEGER, "0",
-            "the worker's own `/metrics` port (on `HTTP_HOST`); 0 serves none", WORKER,
-            bound=Between(0, 65535)),
+            "the worker's own `/metrics` port (on `HTTP_HOST`)", WORKER,
+            bound=Between(0, 65535), default_shown="`0` (off)"),
     Setting("SWEEP_INTERVAL", "sweep_interval", DURATION, "15s",
             "how often each process looks for running jobs whose lease ran out with no "
             "attempts left, and fails them (one process at a time)", BOTH, bound=POSITIVE),

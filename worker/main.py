@@ -21,6 +21,7 @@ from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.whisperx import WhisperXClient
+from ai_service.settings_docs import worker_help
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Runner
 from worker.runners.llm import LLMRunner
@@ -40,18 +41,7 @@ server (task types llm_chat, chat_completion) and the WhisperX server (transcrib
 their results and renews their leases while they run. Run as many as the load needs; each
 stops gracefully on SIGTERM or Ctrl-C, giving back the jobs it could not finish."""
 
-SETTINGS = """\
-settings (environment variables; the README's Configuration table has them all):
-  DATABASE_URL            the queue's PostgreSQL database (required)
-  LLM_BASE_URL, LLM_API_KEY, LLM_MODEL, LLM_TIMEOUT
-                          the OpenAI-compatible LLM server; unset: no LLM jobs are claimed
-  WHISPERX_URL, WHISPERX_ASR_PATH, WHISPERX_TIMEOUT, WHISPERX_MAX_AUDIO_BYTES, AUDIO_URL_ALLOW
-                          the WhisperX server; unset: no transcription jobs are claimed
-  WORKER_ID, WORKER_CLAIM_LIMIT, WORKER_CLAIM_BATCH, WORKER_POLL_INTERVAL, WORKER_LEASE,
-  WORKER_SHUTDOWN_GRACE, MODEL_CONCURRENCY
-                          who the worker is, how many jobs it runs at once, how it claims
-  WORKER_METRICS_PORT     serve Prometheus metrics on HTTP_HOST at this port
-  MIGRATE_ON_START, DB_POOL_SIZE, LOG_LEVEL, LOG_FORMAT
+SETTINGS = worker_help() + """
 exit status: 0 after a graceful stop, 2 on a bad setting, 70 when the worker broke inside."""
 
 
