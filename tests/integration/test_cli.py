@@ -12,6 +12,7 @@ from flask import Flask
 
 from ai_service import localpg
 from ai_service.cli import main
+from ai_service.config import SETTINGS
 from ai_service.localpg import LocalCluster
 from tests.integration.conftest import client_with
 
@@ -67,9 +68,22 @@ def test_tokens_ensure_reuses_a_valid_saved_token(
     assert run(capsys, *args)[1].strip() not in (first, "ais_stale")
 
 
-def test_check_config_hides_secrets(env: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_lists_every_setting_where_it_came_from_and_hides_secrets(
+    env: None, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url.replace("@", ":db-secret-pw@", 1))
+    monkeypatch.setenv("WORKER_LEASE", "90s")
+    monkeypatch.delenv("SWEEP_INTERVAL", raising=False)
     code, out, _ = run(capsys, "check-config")
-    assert code == 0 and "LLM_API_KEY=set" in out and "sk-cli-secret" not in out
+    assert code == 0
+    lines = {line.split("=")[0]: " ".join(line.split()) for line in out.splitlines()}
+    assert list(lines) == [setting.variable for setting in SETTINGS]
+    assert lines["LLM_API_KEY"] == "LLM_API_KEY=set # environment"
+    assert lines["WORKER_LEASE"] == "WORKER_LEASE=90s # environment"
+    assert lines["SWEEP_INTERVAL"] == "SWEEP_INTERVAL=15s # default"
+    assert lines["DATABASE_URL"].startswith("DATABASE_URL=postgresql+psycopg://***@127.0.0.1:")
+    assert "sk-cli-secret" not in out and "db-secret-pw" not in out
 
 
 def test_a_bad_setting_is_one_line_and_exit_2(
@@ -108,6 +122,10 @@ def test_without_database_url_the_cli_uses_the_cluster_make_run_started(
     assert code == 0 and out.startswith("database at ")
     assert err == (f"DATABASE_URL is unset: using the local cluster in {own_cluster.data_dir} "
                    f"({url})\n")
+
+    code, out, _ = run(capsys, "check-config")
+    assert code == 0 and out.startswith("DATABASE_URL=postgresql+psycopg://")
+    assert out.splitlines()[0].endswith("# the local cluster of make run")
 
 
 def test_without_database_url_or_a_local_cluster_the_cli_says_what_to_do(
