@@ -216,10 +216,15 @@ class Setting:
     def is_set_in(self, environ: Mapping[str, str]) -> bool:
         return environ.get(self.variable, "").strip() != ""
 
+    def text_in(self, environ: Mapping[str, str]) -> str | None:
+        """The text this setting is read from: the environment's, else the default's."""
+        if self.is_set_in(environ):
+            return environ[self.variable].strip()
+        return self.default() if callable(self.default) else self.default
+
     def read(self, environ: Mapping[str, str]) -> Any:
         """This setting's value from the environment, else its default; ConfigError if bad."""
-        text = environ.get(self.variable, "").strip() if self.is_set_in(environ) else (
-            self.default() if callable(self.default) else self.default)
+        text = self.text_in(environ)
         if text is None:
             return None
         try:
