@@ -130,6 +130,7 @@ class Settings:
     worker_lease: float = 60.0
     worker_shutdown_grace: float = 30.0
     worker_metrics_port: int = 0
+    sweep_interval: float = 15.0
     model_concurrency: dict[str, int] = field(default_factory=dict)
     metrics_task_types: frozenset[str] = frozenset()
     metrics_model_profiles: frozenset[str] = frozenset()
@@ -175,6 +176,7 @@ _PARSERS = {
     "WORKER_LEASE": ("worker_lease", parse_duration),
     "WORKER_SHUTDOWN_GRACE": ("worker_shutdown_grace", parse_duration),
     "WORKER_METRICS_PORT": ("worker_metrics_port", parse_int),
+    "SWEEP_INTERVAL": ("sweep_interval", parse_duration),
     "MODEL_CONCURRENCY": ("model_concurrency", parse_model_concurrency),
     "METRICS_TASK_TYPES": ("metrics_task_types", parse_names),
     "METRICS_MODEL_PROFILES": ("metrics_model_profiles", parse_names),
@@ -195,7 +197,7 @@ _POSITIVE = {
     "http_port", "worker_poll_interval", "worker_claim_limit", "worker_claim_batch",
     "worker_lease", "llm_timeout",
     "whisperx_timeout", "max_content_length", "max_batch_size", "db_pool_size",
-    "whisperx_max_audio_bytes", "ops_session_lifetime",
+    "whisperx_max_audio_bytes", "ops_session_lifetime", "sweep_interval",
 }
 _NON_NEGATIVE = {
     "worker_shutdown_grace", "retry_backoff_base", "retry_backoff_max", "max_deferrals",

@@ -21,6 +21,7 @@ from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.whisperx import WhisperXClient
+from ai_service.sweeper import Sweeper
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Runner
 from worker.runners.llm import LLMRunner
@@ -51,6 +52,7 @@ settings (environment variables; the README's Configuration table has them all):
   WORKER_SHUTDOWN_GRACE, MODEL_CONCURRENCY
                           who the worker is, how many jobs it runs at once, how it claims
   WORKER_METRICS_PORT     serve Prometheus metrics on HTTP_HOST at this port
+  SWEEP_INTERVAL          how often jobs whose worker died with no attempts left are failed
   MIGRATE_ON_START, DB_POOL_SIZE, LOG_LEVEL, LOG_FORMAT
 exit status: 0 after a graceful stop, 2 on a bad setting, 70 when the worker broke inside."""
 
@@ -120,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     exit_when_a_thread_dies(worker)
+    # A dead worker's last attempt fails here even if no process claims again.
+    sweeper = Sweeper(repository, settings.sweep_interval).start()
     try:
         worker.run()
     except Exception:
         log.exception("the claim loop failed: exiting for the platform to restart the worker")
         return EXIT_FAILED
+    finally:
+        sweeper.stop()
     repository.engine.dispose()
     return EXIT_FAILED if worker.failure else 0
 
