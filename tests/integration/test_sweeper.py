@@ -11,13 +11,16 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 
+from ai_service import repository as queries
 from ai_service.app import make_repository
 from ai_service.localpg import LocalCluster
 from ai_service.repository import JobRepository
 from ai_service.sweeper import Sweeper
 from tests.conftest import make_settings
 from tests.integration.helpers import claim_one, expire_lease, new_job
+from tests.integration.test_ops_overview import HISTORY
 
 SWEEP_LOCK = "hashtextextended('ai_service.sweep', 0)"
 SECRET_INPUT = "the caller's private words"
@@ -169,3 +172,14 @@ def test_the_sweeper_thread_keeps_sweeping_after_an_outage(
         assert repo.get_job(job["id"])["error_category"] == "lease_expired"
     finally:
         repo.engine.dispose()
+
+
+def test_a_sweep_reads_running_jobs_through_their_partial_index(repo: JobRepository) -> None:
+    """Every process sweeps every SWEEP_INTERVAL: with any history it must not read it."""
+    with repo.engine.begin() as conn:
+        conn.execute(HISTORY)
+        conn.execute(text("ANALYZE jobs"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(
+            text(f"EXPLAIN {queries._EXPIRE_EXHAUSTED_LEASES.text}")))
+    assert "ix_jobs_running_lease" in plan and "Seq Scan" not in plan, plan
