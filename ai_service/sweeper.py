@@ -34,6 +34,10 @@ class Sweeper:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():

@@ -10,15 +10,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from ai_service import repository as queries
-from ai_service.app import make_repository
+from ai_service.app import create_app, make_repository
+from ai_service.config import Settings
 from ai_service.localpg import LocalCluster
 from ai_service.repository import JobRepository
 from ai_service.sweeper import Sweeper
 from tests.conftest import make_settings
+from tests.integration.conftest import close_app
 from tests.integration.helpers import claim_one, expire_lease, new_job
 from tests.integration.test_ops_overview import HISTORY
 
@@ -124,6 +127,20 @@ def test_a_dead_workers_job_is_not_counted_running(repo: JobRepository) -> None:
     assert (totals["pending"], totals["running"]) == (2, 1)
 
 
+def test_an_app_sweeps_only_when_asked_and_closing_it_stops_the_sweeper(
+    database_url: str, repo: JobRepository, make_app: Callable[[Settings], Flask],
+) -> None:
+    settings = make_settings(database_url, SWEEP_INTERVAL="100ms")
+    assert not make_app(settings).extensions["ai_service_sweeper"].running  # tests: off
+    job = exhausted_job(repo)
+    app = create_app(settings, start_sweeper=True)
+    try:
+        wait_for(lambda: repo.get_job(job["id"])["status"] == "failed")
+    finally:
+        close_app(app)
+    assert not app.extensions["ai_service_sweeper"].running
+
+
 def _lease_expired_failures() -> float:
     return REGISTRY.get_sample_value("ai_job_failures_total", {
         "task_type": "llm_chat", "model_profile": "qwen2.5-14b",
@@ -141,7 +158,7 @@ def test_the_sweeper_thread_fails_exhausted_leases_and_logs_and_counts_each(
         wait_for(lambda: repo.get_job(job["id"])["status"] == "failed")
         sweeper.stop()
 
-    assert not sweeper._thread.is_alive()
+    assert not sweeper.running
     [line] = [r for r in caplog.records if r.name == "ai_service.sweeper"]
     assert line.levelno == logging.INFO
     assert str(job["id"]) in line.getMessage()
