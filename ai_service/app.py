@@ -19,6 +19,7 @@ from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
 from ai_service.sessions import OpsSessionRepository
+from ai_service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ def make_repository(
     return JobRepository(engine, policy)
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, start_sweeper: bool = False) -> Flask:
+    """The app, with its sweeper (app.extensions["ai_service_sweeper"]) started only when asked:
+    under gunicorn, gunicorn_conf starts it in each serving process once that process has
+    forked, since a thread started before a fork does not run in the child."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics.configure(settings)
@@ -75,6 +79,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ai_service_tokens"] = tokens
     app.extensions["ai_service_sessions"] = OpsSessionRepository(repository)
     register_auth(app, tokens, settings.auth_disabled)
+    sweeper = Sweeper(repository, settings.sweep_interval)
+    app.extensions["ai_service_sweeper"] = sweeper
+    if start_sweeper:
+        sweeper.start()
     _require_json_bodies(app)
 
     api.register_blueprint(jobs.blp)

@@ -42,3 +42,15 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_worker_init(worker: object) -> None:
+    """Start this process's sweeper (ai_service/sweeper.py) now that it has forked: every
+    serving process runs one, so exhausted leases fail even while no worker process is up."""
+    worker.wsgi.extensions["ai_service_sweeper"].start()  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    app = getattr(worker, "wsgi", None)  # None: the app failed to load
+    if app is not None:
+        app.extensions["ai_service_sweeper"].stop()

@@ -161,9 +161,10 @@ JOIN jsonb_to_recordset(CAST(:keys AS jsonb))
 # statement rather than bound: knowing it, PostgreSQL settles on one generic plan for the
 # prepared claim, where with a bound LIMIT it planned every call afresh, and planning cost more
 # than running (0.32 vs 0.31 ms for a claim of 10).
-# - exhausted: expired leases with no attempts left fail instead of being handed out forever;
 # - expired + pending: candidates locked with SKIP LOCKED so concurrent claimers never wait for
-#   or share a row; expired leases (crashed workers) first, then priority, then oldest;
+#   or share a row; expired leases (crashed workers) first, then priority, then oldest; an
+#   expired lease with no attempts left is not the claim's: the sweeper fails it
+#   (_EXPIRE_EXHAUSTED_LEASES), so no claim ever ends another worker's job;
 # - caps/busy/full_profiles/ranked (capped shape only): a profile's running jobs with a live
 #   lease count against its cap, and no more than the free capacity is chosen;
 # - claimed: one UPDATE ... RETURNING, each job with a fresh lease token, and its event.
@@ -173,20 +174,6 @@ _CLAIM_FILTERS = """
 
 _NOT_FULL = """
       AND model_profile NOT IN (SELECT model_profile FROM full_profiles)"""
-
-_CLAIM_EXHAUSTED = """exhausted AS (
-    UPDATE jobs SET status = 'failed', error_category = 'lease_expired',
-        error_message = 'the worker holding the job stopped renewing its lease',
-        finished_at = now(), updated_at = now(), lease_expires_at = NULL
-    WHERE id IN (
-        SELECT id FROM jobs
-        WHERE status = 'running' AND lease_expires_at <= now() AND attempts >= max_attempts
-        FOR UPDATE SKIP LOCKED)
-    RETURNING *
-), exhausted_logged AS (
-    INSERT INTO job_events ({columns}) {exhausted_events}
-)""".format(columns=_EVENT_COLUMNS, exhausted_events=_event_rows("exhausted", "'lease_expired'"))
-
 
 def _claim_candidates(extra_filter: str) -> str:
     return f"""expired AS (
@@ -223,7 +210,7 @@ WITH {choose}, claimed AS (
 SELECT * FROM claimed"""
 
 
-_CLAIM_SQL = _claim_sql(f"""{_CLAIM_EXHAUSTED}, {_claim_candidates("")}, chosen AS (
+_CLAIM_SQL = _claim_sql(f"""{_claim_candidates("")}, chosen AS (
     SELECT id, lane FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
     ORDER BY lane, priority DESC, created_at
     LIMIT {{limit}}
@@ -239,7 +226,7 @@ _CLAIM_CAPPED_SQL = _claim_sql(f"""caps AS (
 ), full_profiles AS (
     SELECT c.model_profile FROM caps c LEFT JOIN busy b ON b.model_profile = c.model_profile
     WHERE c.cap <= coalesce(b.running, 0)
-), {_CLAIM_EXHAUSTED}, {_claim_candidates(_NOT_FULL)}, ranked AS (
+), {_claim_candidates(_NOT_FULL)}, ranked AS (
     SELECT u.*, row_number() OVER (
         PARTITION BY u.model_profile ORDER BY u.lane, u.priority DESC, u.created_at) AS nth
     FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) u
@@ -343,6 +330,21 @@ WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
   AND jobs.status = 'running' AND jobs.worker_id = :worker_id
 RETURNING jobs.*""", "'released'")
 
+# The sweeper's (ai_service/sweeper.py): expired leases with no attempts left fail instead of
+# being handed out for ever, whether or not anyone claims. Every web and worker process runs a
+# sweeper; the transaction-scoped advisory lock taken first lets one of them sweep at a time
+# and the others skip that round rather than wait.
+_EXPIRE_EXHAUSTED_LEASES = _logged("""
+UPDATE jobs SET status = 'failed', error_category = 'lease_expired',
+    error_message = 'the worker holding the job stopped renewing its lease',
+    finished_at = now(), updated_at = now(), lease_expires_at = NULL
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'running' AND lease_expires_at <= now() AND attempts >= max_attempts
+    FOR UPDATE SKIP LOCKED)
+RETURNING *""", "'lease_expired'")
+_SWEEP_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended('ai_service.sweep', 0))")
+
 # Cancel and retry answer the job's new state and, when it was running, the lease token of the
 # attempt they ended (`stopped_lease_token`), so the worker running it can be told to stop that
 # attempt and no other. The row is locked first: the token read is the one being replaced.
@@ -396,12 +398,20 @@ _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 # Unfinished jobs, each status read from its own partial index: one `status IN (...)` can use
 # neither and read the whole table, 93 ms on every metrics scrape with 1M finished jobs.
+# Running means a live lease. A lease that ran out with attempts left is claimable again (the
+# claim's reclaim lane takes it first): it waits, so it counts as pending. One with no attempts
+# left is counted in neither: the sweeper fails it within SWEEP_INTERVAL. Both lease tests are
+# ranges on ix_jobs_running_lease.
 _QUEUE_DEPTH = text("""
-SELECT 'pending' AS status, task_type, model_profile, count(*) AS count FROM jobs
-WHERE status = 'pending' GROUP BY task_type, model_profile
+SELECT 'pending' AS status, task_type, model_profile, count(*) AS count FROM (
+    SELECT task_type, model_profile FROM jobs WHERE status = 'pending'
+    UNION ALL
+    SELECT task_type, model_profile FROM jobs
+    WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
+) waiting GROUP BY task_type, model_profile
 UNION ALL
 SELECT 'running' AS status, task_type, model_profile, count(*) AS count FROM jobs
-WHERE status = 'running' GROUP BY task_type, model_profile
+WHERE status = 'running' AND lease_expires_at > now() GROUP BY task_type, model_profile
 """)
 
 # The operations page reads only indexes' worth of rows, however long the history (the page
@@ -943,6 +953,15 @@ class JobRepository:
             if released:
                 _notify_workers(conn)
             return released
+
+    def expire_exhausted_leases(self) -> list[Row]:
+        """Fail the running jobs whose lease ran out with no attempts left, with their
+        lease_expired events, and return them. Returns [] without touching anything while
+        another process sweeps."""
+        with self._transaction() as conn:
+            if not conn.execute(_SWEEP_LOCK).scalar():
+                return []
+            return [dict(r) for r in conn.execute(_EXPIRE_EXHAUSTED_LEASES).mappings()]
 
     # ----- the caller's side ----------------------------------------------------------------
 

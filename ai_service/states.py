@@ -63,7 +63,7 @@ class ErrorCategory(StrEnum):
     # A provider's answer that is not what was asked for; the worker also stores it, as final,
     # when the database refuses the answer it got.
     BAD_RESPONSE = "bad_response", True
-    # Set by the claim on a job whose worker stopped renewing its lease and has no attempts left.
+    # Set by the sweeper on a job whose worker stopped renewing its lease with no attempts left.
     LEASE_EXPIRED = "lease_expired", False
     # A runner raised something it did not classify: a bug or a transient fault, retried.
     INTERNAL_ERROR = "internal_error", True

@@ -22,6 +22,7 @@ from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.whisperx import WhisperXClient
 from ai_service.settings_docs import worker_help
+from ai_service.sweeper import Sweeper
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Runner
 from worker.runners.llm import LLMRunner
@@ -110,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     exit_when_a_thread_dies(worker)
+    # A dead worker's last attempt fails here even if no process claims again.
+    sweeper = Sweeper(repository, settings.sweep_interval).start()
     try:
         worker.run()
     except Exception:
         log.exception("the claim loop failed: exiting for the platform to restart the worker")
         return EXIT_FAILED
+    finally:
+        sweeper.stop()
     repository.engine.dispose()
     return EXIT_FAILED if worker.failure else 0
 

@@ -110,7 +110,7 @@ def test_a_stalled_worker_cannot_overwrite_the_new_attempt_even_under_the_same_w
     assert done["result"] == {"content": "fresh"}
 
 
-def test_an_expired_lease_with_no_attempts_left_fails_instead_of_running_again(
+def test_an_expired_lease_with_no_attempts_left_is_never_claimed_and_the_sweep_fails_it(
     repo: JobRepository,
 ) -> None:
     repo.create_jobs([new_job(max_attempts=1)])
@@ -118,6 +118,7 @@ def test_an_expired_lease_with_no_attempts_left_fails_instead_of_running_again(
     expire_lease(repo, first["id"])
 
     assert repo.claim_jobs("other", 1, lease_seconds=60) == []
+    assert [j["id"] for j in repo.expire_exhausted_leases()] == [first["id"]]
     job = repo.get_job(first["id"])
     assert job["status"] == "failed"
     assert job["error_category"] == "lease_expired"

@@ -1,0 +1,67 @@
+"""Maintenance apart from claims: fails the jobs whose worker died holding them with no attempts
+left, whether or not anyone claims. Every web and worker process runs one; the repository's
+advisory lock lets one of them sweep at a time, so more processes add no work, only cover."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ai_service import metrics
+from ai_service.backoff import Backoff
+from ai_service.errors import DatabaseUnavailable
+from ai_service.logs import job_context
+from ai_service.repository import JobRepository, Row
+from ai_service.states import ErrorCategory
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """A daemon thread that sweeps at start and then every `interval` seconds until stop().
+
+    A database outage is waited out with backoff. Any other exception ends the thread: in a
+    worker the supervisor (worker/main.py) then restarts the process, as for its other
+    threads."""
+
+    def __init__(self, repository: JobRepository, interval: float) -> None:
+        self.repository = repository
+        self.interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def sweep(self) -> list[Row]:
+        """One round: fail the exhausted leases (none while another process sweeps)."""
+        failed = self.repository.expire_exhausted_leases()
+        for job in failed:
+            log.info("job %s failed: its worker stopped renewing the lease and no attempts are "
+                     "left", job["id"], extra={**job_context(job),
+                                                "error_category": ErrorCategory.LEASE_EXPIRED})
+            metrics.record_finished(job, ErrorCategory.LEASE_EXPIRED)
+        return failed
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            try:
+                self.sweep()
+                backoff.reset()
+                wait = self.interval
+            except DatabaseUnavailable:
+                wait = backoff.next()
+                log.warning("database unavailable while sweeping expired leases; retrying in "
+                            "%.1fs", wait)
+            self._stopping.wait(wait)
