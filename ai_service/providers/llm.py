@@ -11,6 +11,7 @@ import requests
 from ai_service.metrics import LLM_TOKENS
 from ai_service.providers.http import (
     AbortSignal,
+    EnvironmentSettings,
     ProviderError,
     ThreadSessions,
     abortable,
@@ -39,7 +40,8 @@ class LLMClient:
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
-        self._sessions = ThreadSessions()
+        # The environment's proxy, CA bundle and netrc settings for the server, read once.
+        self._sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.base_url))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
