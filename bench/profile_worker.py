@@ -1,8 +1,8 @@
 """python -m bench.profile_worker [--jobs N] [--top N] [--save FILE]: where one worker's CPU
 goes against an LLM answering at once (the "instant LLM over HTTP vs floor" target of
 bench/worker_throughput.py), profiled with yappi over every thread of the worker process
-(`pip install yappi` first: it is not a dependency). Prints the top functions by own time and
-by cumulative time.
+(`pip install yappi` first: it is not a dependency). Prints the CPU time of each thread, then
+the top functions by own time and by cumulative time.
 
 A deterministic profiler inflates small, often-called functions: read the ranking, not the
 absolute figures, and confirm a change with the benchmark itself."""
@@ -39,6 +39,8 @@ def profiled_worker(out: str) -> int:
     finally:
         yappi.stop()
         yappi.get_func_stats().save(out, type="pstat")
+        with open(f"{out}.threads", "w") as threads:
+            yappi.get_thread_stats().print_all(out=threads)
 
 
 def profile(jobs: int, save: str | None = None) -> pstats.Stats:
@@ -62,6 +64,7 @@ def profile(jobs: int, save: str | None = None) -> pstats.Stats:
             proc.terminate()
             proc.wait(timeout=120)
             repo.engine.dispose()
+        print(Path(f"{out}.threads").read_text())
         return pstats.Stats(out)
 
 

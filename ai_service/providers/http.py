@@ -391,6 +391,43 @@ class ThreadSessions:
         return session
 
 
+class JsonPoster:
+    """POSTs of JSON bodies to one URL, each thread through its own session. requests derives
+    the same request from the session and the URL on every call (merged headers, credentials,
+    cookies, the URL parsed and quoted, proxy and TLS settings): here each thread prepares it
+    once and sends a copy with the body, through the session's own send (hooks, redirects,
+    cookies kept). Once the server has set a cookie the session's jar can change between
+    calls, so from then on each call is requests' own in full.
+
+    For sessions that read nothing from the environment per call (environment settings given
+    to ThreadSessions), whose settings are then fixed."""
+
+    def __init__(self, sessions: ThreadSessions, url: str, headers: dict[str, str]) -> None:
+        self._sessions = sessions
+        self.url = url
+        self.headers = headers
+        self._local = threading.local()
+
+    def post(self, body: Any, timeout: tuple[float, float]) -> requests.Response:
+        session = self._sessions.get()
+        if session.cookies:
+            return session.post(self.url, json=body, headers=self.headers, timeout=timeout)
+        template, settings = self._prepared(session)
+        request = template.copy()
+        request.prepare_body(None, None, body)
+        return session.send(request, timeout=timeout, allow_redirects=True, **settings)
+
+    def _prepared(self, session: requests.Session) -> tuple[requests.PreparedRequest,
+                                                             dict[str, Any]]:
+        prepared = getattr(self._local, "prepared", None)
+        if prepared is None:
+            template = session.prepare_request(
+                requests.Request("POST", self.url, headers=self.headers))
+            settings = session.merge_environment_settings(self.url, {}, None, None, None)
+            prepared = self._local.prepared = (template, settings)
+        return prepared
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After is either seconds or an HTTP date."""
     if not value:

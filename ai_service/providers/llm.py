@@ -12,6 +12,7 @@ from ai_service.metrics import LLM_TOKENS
 from ai_service.providers.http import (
     AbortSignal,
     EnvironmentSettings,
+    JsonPoster,
     ProviderError,
     ThreadSessions,
     abortable,
@@ -41,10 +42,9 @@ class LLMClient:
         self.model = model
         self.timeout = timeout
         # The environment's proxy, CA bundle and netrc settings for the server, read once.
-        self._sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.base_url))
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.base_url))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._completions = JsonPoster(sessions, f"{self.base_url}/chat/completions", headers)
 
     def chat(self, request: dict[str, Any], signal: AbortSignal | None = None) -> dict[str, Any]:
         """POST /chat/completions; returns the result the job stores. Raises ProviderError
@@ -63,10 +63,8 @@ class LLMClient:
         with total_deadline(signal, self.timeout):
             try:
                 with abortable(signal):
-                    response = self._sessions.get().post(
-                        f"{self.base_url}/chat/completions", json=body, headers=self._headers(),
-                        timeout=(min(10.0, self.timeout), self.timeout),
-                    )
+                    response = self._completions.post(
+                        body, timeout=(min(10.0, self.timeout), self.timeout))
             except requests.RequestException as exc:
                 raise classify_exception(exc, signal) from None
         if response.status_code >= 400:

@@ -1,5 +1,6 @@
-"""An operator's proxy settings (HTTP_PROXY, NO_PROXY) reach the provider calls, though the
-clients read the environment once rather than on every call: against a real proxy and a real
+"""What requests does for a call still holds though the LLM client prepares its calls once (the
+environment read once, the request prepared once per thread): an operator's proxy settings
+(HTTP_PROXY, NO_PROXY), the API key, cookies the server sets. Against a real proxy and a real
 LLM stand-in, both on 127.0.0.1."""
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ class Recorder(ThreadingHTTPServer):
     """Answers every POST with a chat completion, or with a redirect when told one, and keeps
     each request's target as it came (a proxy is sent the absolute URL)."""
 
-    def __init__(self, redirect_to: str | None = None) -> None:
+    def __init__(self, redirect_to: str | None = None, set_cookie: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.redirect_to = redirect_to
+        self.set_cookie = set_cookie
         self.targets: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[object] = []
 
     @property
     def url(self) -> str:
@@ -36,8 +40,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: Recorder
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.server.targets.append(self.path)
+        self.server.headers.append(dict(self.headers))
         if self.server.redirect_to:
             self.send_response(307)
             self.send_header("Location", self.server.redirect_to)
@@ -48,6 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.server.set_cookie:
+            self.send_header("Set-Cookie", self.server.set_cookie)
         self.end_headers()
         self.wfile.write(body)
 
@@ -56,8 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving(redirect_to: str | None = None) -> Iterator[Recorder]:
-    server = Recorder(redirect_to)
+def serving(redirect_to: str | None = None, set_cookie: str | None = None) -> Iterator[Recorder]:
+    server = Recorder(redirect_to, set_cookie)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -115,3 +122,26 @@ def test_a_redirect_out_of_no_proxy_goes_through_the_proxy(
     assert llm.targets == ["/v1/chat/completions"]
     # Port 9 (discard) has no listener: only the proxy could have answered.
     assert proxy.targets == ["http://localhost:9/v1/chat/completions"]
+
+
+def test_every_call_carries_the_api_key_and_its_own_body(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    with serving() as llm:
+        client = LLMClient(f"{llm.url}/v1", "sk-test", "m", 10)
+        for text in ("one", "two"):
+            client.chat({"messages": [{"role": "user", "content": text}]})
+    assert [h["Authorization"] for h in llm.headers] == ["Bearer sk-test"] * 2
+    assert [h["Content-Type"] for h in llm.headers] == ["application/json"] * 2
+    assert [b["messages"][0]["content"] for b in llm.bodies] == ["one", "two"]  # type: ignore[index]
+
+
+def test_a_cookie_the_server_sets_comes_back_with_the_next_calls(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    """A load balancer's sticky-session cookie, say."""
+    with serving(set_cookie="lb=backend-2; Path=/") as llm:
+        client = LLMClient(f"{llm.url}/v1", None, "m", 10)
+        for _ in range(3):
+            chat(client)
+    assert [h.get("Cookie") for h in llm.headers] == [None, "lb=backend-2", "lb=backend-2"]
