@@ -306,10 +306,63 @@ def _pool_classes(policy: UrlPolicy | None) -> dict[str, type[HTTPConnectionPool
     }
 
 
-def make_session(policy: UrlPolicy | None = None) -> requests.Session:
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """What requests reads from the environment for a URL (the proxy HTTP(S)_PROXY/ALL_PROXY
+    names unless NO_PROXY exempts the host, a CA bundle from REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE, credentials from ~/.netrc), read once for a provider's base URL. requests
+    reads it again on every call, walking the whole process environment several times: for
+    quick calls that was the largest part of the worker's CPU."""
+
+    proxies: dict[str, str]
+    verify: bool | str
+    netrc_auth: tuple[str, str] | None
+
+    @classmethod
+    def for_url(cls, url: str) -> EnvironmentSettings:
+        """As requests would resolve them for a call to `url` (its own code does the reading)."""
+        resolved = requests.Session().merge_environment_settings(url, {}, None, None, None)
+        return cls(proxies=resolved["proxies"], verify=resolved["verify"],
+                   netrc_auth=requests.utils.get_netrc_auth(url))
+
+
+class _ResolvedEnvironmentSession(requests.Session):
+    """A session that takes the environment's settings as resolved for its provider's base
+    URL instead of reading the environment per call. A redirect can lead elsewhere: its
+    target's proxy and netrc credentials are then looked up as requests always does."""
+
+    def __init__(self, environment: EnvironmentSettings) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.proxies.update(environment.proxies)
+        self.verify = environment.verify
+        self.auth = environment.netrc_auth
+
+    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
+        with self._reading_environment():
+            return super().rebuild_proxies(prepared_request, proxies)
+
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        with self._reading_environment():
+            super().rebuild_auth(prepared_request, response)
+
+    @contextmanager
+    def _reading_environment(self) -> Iterator[None]:
+        self.trust_env = True  # the session is this thread's own (ThreadSessions)
+        try:
+            yield
+        finally:
+            self.trust_env = False
+
+
+def make_session(
+    policy: UrlPolicy | None = None, environment: EnvironmentSettings | None = None
+) -> requests.Session:
     """A session whose requests can be aborted; with a policy, one that reaches only the
-    addresses the policy lets through (for URLs a caller chose)."""
-    session = requests.Session()
+    addresses the policy lets through (for URLs a caller chose); with environment settings,
+    one that uses them instead of reading the environment on every call."""
+    session = (requests.Session() if environment is None
+               else _ResolvedEnvironmentSession(environment))
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
     adapter.poolmanager.pool_classes_by_scheme = _pool_classes(policy)
     session.mount("http://", adapter)
@@ -325,15 +378,54 @@ class ThreadSessions:
     """One requests.Session per thread: connection reuse without sharing a Session across
     threads, which requests does not promise is safe."""
 
-    def __init__(self, policy: UrlPolicy | None = None) -> None:
+    def __init__(self, policy: UrlPolicy | None = None,
+                 environment: EnvironmentSettings | None = None) -> None:
         self._local = threading.local()
         self._policy = policy
+        self._environment = environment
 
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = make_session(self._policy)
+            session = self._local.session = make_session(self._policy, self._environment)
         return session
+
+
+class JsonPoster:
+    """POSTs of JSON bodies to one URL, each thread through its own session. requests derives
+    the same request from the session and the URL on every call (merged headers, credentials,
+    cookies, the URL parsed and quoted, proxy and TLS settings): here each thread prepares it
+    once and sends a copy with the body, through the session's own send (hooks, redirects,
+    cookies kept). Once the server has set a cookie the session's jar can change between
+    calls, so from then on each call is requests' own in full.
+
+    For sessions that read nothing from the environment per call (environment settings given
+    to ThreadSessions), whose settings are then fixed."""
+
+    def __init__(self, sessions: ThreadSessions, url: str, headers: dict[str, str]) -> None:
+        self._sessions = sessions
+        self.url = url
+        self.headers = headers
+        self._local = threading.local()
+
+    def post(self, body: Any, timeout: tuple[float, float]) -> requests.Response:
+        session = self._sessions.get()
+        if session.cookies:
+            return session.post(self.url, json=body, headers=self.headers, timeout=timeout)
+        template, settings = self._prepared(session)
+        request = template.copy()
+        request.prepare_body(None, None, body)
+        return session.send(request, timeout=timeout, allow_redirects=True, **settings)
+
+    def _prepared(self, session: requests.Session) -> tuple[requests.PreparedRequest,
+                                                             dict[str, Any]]:
+        prepared = getattr(self._local, "prepared", None)
+        if prepared is None:
+            template = session.prepare_request(
+                requests.Request("POST", self.url, headers=self.headers))
+            settings = session.merge_environment_settings(self.url, {}, None, None, None)
+            prepared = self._local.prepared = (template, settings)
+        return prepared
 
 
 def parse_retry_after(value: str | None) -> float | None:

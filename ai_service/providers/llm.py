@@ -11,6 +11,8 @@ import requests
 from ai_service.metrics import LLM_TOKENS
 from ai_service.providers.http import (
     AbortSignal,
+    EnvironmentSettings,
+    JsonPoster,
     ProviderError,
     ThreadSessions,
     abortable,
@@ -39,10 +41,10 @@ class LLMClient:
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
-        self._sessions = ThreadSessions()
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        # The environment's proxy, CA bundle and netrc settings for the server, read once.
+        sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.base_url))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._completions = JsonPoster(sessions, f"{self.base_url}/chat/completions", headers)
 
     def chat(self, request: dict[str, Any], signal: AbortSignal | None = None) -> dict[str, Any]:
         """POST /chat/completions; returns the result the job stores. Raises ProviderError
@@ -61,10 +63,8 @@ class LLMClient:
         with total_deadline(signal, self.timeout):
             try:
                 with abortable(signal):
-                    response = self._sessions.get().post(
-                        f"{self.base_url}/chat/completions", json=body, headers=self._headers(),
-                        timeout=(min(10.0, self.timeout), self.timeout),
-                    )
+                    response = self._completions.post(
+                        body, timeout=(min(10.0, self.timeout), self.timeout))
             except requests.RequestException as exc:
                 raise classify_exception(exc, signal) from None
         if response.status_code >= 400:

@@ -23,6 +23,7 @@ from ai_service.netpolicy import RefusedAddress, UrlPolicy
 from ai_service.providers.http import (
     Aborted,
     AbortSignal,
+    EnvironmentSettings,
     ProviderError,
     ThreadSessions,
     abortable,
@@ -45,7 +46,8 @@ class WhisperXClient:
         self.url = base_url.rstrip("/") + "/" + asr_path.lstrip("/")
         self.timeout = timeout
         self.max_audio_bytes = max_audio_bytes
-        self._sessions = ThreadSessions()  # WhisperX itself: the operator's URL
+        # WhisperX itself: the operator's URL, with the environment's proxy settings for it.
+        self._sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.url))
         self._audio_sessions = ThreadSessions(audio_policy)
 
     def transcribe(
