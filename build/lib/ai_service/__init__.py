@@ -1,0 +1,1 @@
+"""AI Service: shared infrastructure that owns the lifecycle of AI jobs."""

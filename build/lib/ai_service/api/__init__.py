@@ -1,0 +1,29 @@
+"""HTTP blueprints: parse → repository → serialize. No SQL and no commits here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from ai_service.api.errors import ServiceApi
+from ai_service.config import Settings
+from ai_service.repository import JobRepository
+
+
+@dataclass
+class Services:
+    """What the views need, built once per process by create_app."""
+
+    settings: Settings
+    repository: JobRepository
+    api: ServiceApi
+    head_revision: str | None
+
+
+def services() -> Services:
+    return current_app.extensions["ai_service"]
+
+
+def repository() -> JobRepository:
+    return services().repository

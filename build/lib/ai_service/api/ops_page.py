@@ -1,0 +1,209 @@
+"""The operations page at `/`: server-rendered HTML that refreshes itself, for operators who
+want to look rather than query.
+
+Signing in with an admin token opens a server-side session (ai_service/sessions.py): the cookie
+holds only a random session id, which the API does not accept, and signing out or revoking the
+token ends it everywhere. Every form carries the session's CSRF token. Failed sign-ins are
+counted per client address in PostgreSQL and answered 429 once there are too many.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+
+from ai_service.api import repository, services
+from ai_service.auth import ANONYMOUS_ADMIN
+from ai_service.errors import ServiceError
+from ai_service.providers.status import check_providers
+from ai_service.sessions import OpsSession, OpsSessionRepository
+
+blp = Blueprint("ops_page", __name__)
+
+COOKIE = "ai_service_session"
+# Before sessions, the cookie held the admin token itself: a browser that still has it loses it.
+TOKEN_COOKIE = "ai_service_token"
+REFRESH_SECONDS = 10
+# Messages the sign-in form may show, by the code in its URL: a link cannot make the page say
+# anything else.
+SIGN_IN_ERRORS = {
+    "token": "an admin token is needed",
+    "signed-out": "the session has ended: sign in again",
+}
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # The page carries a CSRF token and the state of the queue: no cache keeps either.
+    "Cache-Control": "no-store",
+}
+
+
+def _sessions() -> OpsSessionRepository:
+    return current_app.extensions["ai_service_sessions"]
+
+
+def _session() -> OpsSession | None:
+    if services().settings.auth_disabled:
+        return OpsSession(ANONYMOUS_ADMIN, "")
+    session_id = request.cookies.get(COOKIE, "")
+    return _sessions().find(session_id) if session_id else None
+
+
+def _form_is_genuine(session: OpsSession) -> bool:
+    """The form was posted by this session's page. Without auth there is no session and no
+    token to carry: then only a post the browser says came from this site is taken."""
+    if services().settings.auth_disabled:
+        origin = request.headers.get("Origin")
+        cross_site = request.headers.get("Sec-Fetch-Site", "same-origin") not in (
+            "same-origin", "none")
+        return not cross_site and (origin is None or urlsplit(origin).netloc == request.host)
+    # As bytes: compare_digest refuses a str that is not ASCII, and a forged form may send one.
+    return hmac.compare_digest(request.form.get("csrf", "").encode(), session.csrf_token.encode())
+
+
+def _trusted_proxy(peer: str) -> bool:
+    allowed = services().settings.forwarded_allow_ips
+    if "*" in allowed or not peer:  # no address: a UNIX socket, as gunicorn treats it
+        return True
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed)
+
+
+def client_address() -> str:
+    """Who is signing in: the peer, or behind a trusted proxy (FORWARDED_ALLOW_IPS) the
+    address that proxy appended to X-Forwarded-For; anything left of it the client wrote."""
+    peer = request.remote_addr or ""
+    if _trusted_proxy(peer):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass
+    return peer
+
+
+def sign_in_key(address: str) -> str:
+    """Whose failed sign-ins these are: the address, or for IPv6 its /64, since one client
+    usually holds a whole /64 and could otherwise start afresh from each of its addresses."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _chart(throughput: list[dict[str, int]]) -> dict[str, Any]:
+    """Bar geometry for the inline SVG: completed and failed per 5 minutes, last hour."""
+    top = max([b["completed"] + b["failed"] for b in throughput] + [1])
+    bars = []
+    for i, bucket in enumerate(throughput):
+        done_h = 100 * bucket["completed"] / top
+        fail_h = 100 * bucket["failed"] / top
+        bars.append({"x": i * 40 + 5, "done_h": done_h, "fail_h": fail_h, **bucket})
+    return {"bars": bars, "top": top}
+
+
+@blp.after_request
+def _page_headers(response: Response) -> Response:
+    response.headers.update(PAGE_HEADERS)
+    if TOKEN_COOKIE in request.cookies:
+        response.delete_cookie(TOKEN_COOKIE, httponly=True, samesite="Strict")
+    return response
+
+
+@blp.get("/")
+def page() -> Any:
+    session = _session()
+    if session is None:
+        return _sign_in(SIGN_IN_ERRORS.get(request.args.get("error", "")), 200)
+    overview = repository().ops_overview()
+    totals = overview["totals"]
+    finished, failed = totals["completed"] + totals["failed"], totals["failed"]
+    return render_template(
+        "ops.html", overview=overview, totals=totals, chart=_chart(overview["throughput"]),
+        error_rate=(failed / finished) if finished else 0.0, finished_last_hour=finished,
+        providers=check_providers(services().settings), csrf=session.csrf_token,
+        refresh=REFRESH_SECONDS, message=request.args.get("done"),
+        auth_disabled=services().settings.auth_disabled,
+    )
+
+
+@blp.post("/login")
+def login() -> Any:
+    address = sign_in_key(client_address())
+    waiting = _sessions().blocked_for(address)
+    if waiting is not None:
+        return _too_many(waiting)
+    token = request.form.get("token", "").strip()
+    opened = _sessions().open(token, services().settings.ops_session_lifetime) if token else None
+    if opened is None:
+        waiting = _sessions().record_failure(address)
+        return _too_many(waiting) if waiting is not None else _back("error", "token")
+    _sessions().clear_failures(address)
+    previous = request.cookies.get(COOKIE)
+    if previous:
+        _sessions().end(previous)
+    response = _back()
+    response.set_cookie(COOKIE, opened.session_id, httponly=True, samesite="Strict",
+                        secure=request.is_secure,
+                        max_age=int(services().settings.ops_session_lifetime))
+    return response
+
+
+@blp.post("/logout")
+def logout() -> Any:
+    session = _session()
+    if session is not None and not _form_is_genuine(session):
+        return _refused()
+    if session is not None and not services().settings.auth_disabled:
+        _sessions().end(request.cookies[COOKIE])
+    response = _back("error", "signed-out")
+    response.delete_cookie(COOKIE, httponly=True, samesite="Strict", secure=request.is_secure)
+    return response
+
+
+@blp.post("/ops/jobs/<uuid:job_id>/<any(retry, cancel):action>")
+def act(job_id: uuid.UUID, action: str) -> Any:
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    if not _form_is_genuine(session):
+        return _refused()
+    change = repository().retry_job if action == "retry" else repository().cancel_job
+    try:
+        job = change(job_id)
+    except ServiceError as exc:
+        return _back("done", exc.message)
+    return _back("done", f"job {job['id']} is now {job['status']}")
+
+
+def _back(key: str | None = None, value: str = "") -> Response:
+    """To the page, by GET (303), so reloading it does not post the form again."""
+    target = url_for(".page", **{key: value}) if key else url_for(".page")
+    return redirect(target, 303)
+
+
+def _sign_in(error: str | None, status: int) -> tuple[str, int]:
+    return render_template("login.html", error=error), status
+
+
+def _too_many(seconds: int) -> tuple[str, int, dict[str, str]]:
+    error = f"too many failed sign-ins from this address: try again in {seconds} s"
+    return render_template("login.html", error=error), 429, {"Retry-After": str(seconds)}
+
+
+def _refused() -> tuple[str, int]:
+    return render_template("refused.html"), 403

@@ -1,0 +1,111 @@
+"""The Flask application factory: settings → engine → repository → blueprints."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, g, request
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+
+from ai_service import db, metrics
+from ai_service.api import Services, health, jobs, ops, ops_page
+from ai_service.api.auth import TokenCache, register_auth
+from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
+from ai_service.config import Settings, load_settings
+from ai_service.listen import libpq_url
+from ai_service.logs import configure_logging
+from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
+from ai_service.sessions import OpsSessionRepository
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def make_repository(
+    settings: Settings, application_name: str, pre_ping: bool = True
+) -> JobRepository:
+    engine = db.make_engine(settings.database_url, settings.db_pool_size, application_name,
+                            pre_ping)
+    policy = RetryPolicy(
+        backoff_base=settings.retry_backoff_base,
+        backoff_max=settings.retry_backoff_max,
+        max_deferrals=settings.max_deferrals,
+    )
+    return JobRepository(engine, policy)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    metrics.configure(settings)
+    if settings.migrate_on_start:
+        db.migrate(settings.database_url)
+
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        API_TITLE="AI Service",
+        API_VERSION="v1",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+            }},
+        },
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    api = ServiceApi(app)
+    repository = make_repository(settings, "ai-service-web")
+    app.extensions["ai_service"] = Services(
+        settings=settings,
+        repository=repository,
+        api=api,
+        head_revision=db.head_revision(settings.database_url),
+    )
+    register_error_handlers(app)
+    _register_request_id(app)
+    tokens = TokenCache(TokenRepository(repository), libpq_url(settings.database_url))
+    app.extensions["ai_service_tokens"] = tokens
+    app.extensions["ai_service_sessions"] = OpsSessionRepository(repository)
+    register_auth(app, tokens, settings.auth_disabled)
+    _require_json_bodies(app)
+
+    api.register_blueprint(jobs.blp)
+    api.register_blueprint(ops.blp)
+    app.register_blueprint(health.blp)
+    app.register_blueprint(ops_page.blp)
+    return app
+
+
+def _register_request_id(app: Flask) -> None:
+    """Accept nginx's X-Request-ID (or make one) so a caller's report finds our log line."""
+
+    @app.before_request
+    def _assign() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+def _require_json_bodies(app: Flask) -> None:
+    """A body in another format is refused as such, not reported as missing fields."""
+
+    @app.before_request
+    def _check() -> ResponseReturnValue | None:
+        if request.path.startswith("/api/") and request.content_length and not request.is_json:
+            return error_response(
+                415, "unsupported_media_type", "send the body as application/json",
+                {"content_type": request.content_type or ""},
+            )
+        return None

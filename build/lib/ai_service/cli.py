@@ -1,0 +1,198 @@
+"""`ai-service`: operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from ai_service import db, localpg
+from ai_service.app import make_repository
+from ai_service.auth import ROLE_CALLER, hash_token
+from ai_service.config import ConfigError, Settings, load_settings, parse_duration, redact_url
+from ai_service.errors import ServiceError
+from ai_service.models import ROLES
+from ai_service.repository import TokenRepository
+
+DESCRIPTION = (
+    "Operator commands of the AI Service: schema migrations, a settings check, API tokens "
+    "and pruning of finished jobs. They read the service's environment; when DATABASE_URL is "
+    "unset they use the local PostgreSQL cluster that 'make run' started in .pgdata."
+)
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    db.migrate(settings.database_url)
+    print(f"database at {db.head_revision(settings.database_url)}")
+    return 0
+
+
+def _check_config(settings: Settings, _: argparse.Namespace) -> int:
+    shown = asdict(settings)
+    shown["database_url"] = redact_url(settings.database_url)
+    shown["llm_api_key"] = "set" if settings.llm_api_key else "unset"
+    for name, value in shown.items():
+        print(f"{name.upper()}={value}")
+    return 0
+
+
+@contextmanager
+def _tokens(settings: Settings) -> Iterator[TokenRepository]:
+    repository = make_repository(settings, "ai-service-cli")
+    try:
+        yield TokenRepository(repository)
+    finally:
+        repository.engine.dispose()
+
+
+def _create_token(settings: Settings, args: argparse.Namespace) -> int:
+    if args.role == ROLE_CALLER and not args.owner_service:
+        print("a caller token needs at least one --owner-service", file=sys.stderr)
+        return 2
+    with _tokens(settings) as tokens:
+        token = tokens.issue_token(args.name, args.role, args.owner_service or [])
+    print(token)
+    if not args.quiet:
+        print(f"token {args.name!r} ({args.role}) created; it is shown only this once",
+              file=sys.stderr)
+    return 0
+
+
+def _list_tokens(settings: Settings, _: argparse.Namespace) -> int:
+    print(f"{'NAME':24} {'ROLE':7} {'PREFIX':9} {'CREATED':20} {'REVOKED':20} OWNER SERVICES")
+    with _tokens(settings) as tokens:
+        rows = tokens.list_tokens()
+    for row in rows:
+        revoked = f"{row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else "-"
+        print(f"{row['name']:24} {row['role']:7} {row['prefix'] + '…':9} "
+              f"{row['created_at']:%Y-%m-%d %H:%M:%S}  {revoked:20} "
+              f"{','.join(row['owner_services']) or '-'}")
+    return 0
+
+
+def _revoke_token(settings: Settings, args: argparse.Namespace) -> int:
+    with _tokens(settings) as tokens:
+        revoked = tokens.revoke_token(args.name)
+    if revoked == 0:
+        print(f"no active token named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"token {args.name!r} revoked: refused from now on, its page sessions ended")
+    return 0
+
+
+def _ensure_token(settings: Settings, args: argparse.Namespace) -> int:
+    """For local runs: reuse the token saved in --file while it is valid, else make one."""
+    path = Path(args.file)
+    saved = path.read_text().strip() if path.exists() else ""
+    with _tokens(settings) as tokens:
+        if saved and tokens.principal_for(hash_token(saved)) is not None:
+            print(saved)
+            return 0
+        tokens.revoke_token(args.name)
+        token = tokens.issue_token(args.name, args.role, args.owner_service or [])
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    print(token)
+    return 0
+
+
+def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    repository = make_repository(settings, "ai-service-prune")
+    try:
+        deleted = repository.prune(args.older_than, args.batch_size)
+    finally:
+        repository.engine.dispose()
+    print(f"deleted {deleted} finished jobs (and their events) finished over "
+          f"{args.older_than:.0f}s ago")
+    return 0
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_token_commands(commands: argparse._SubParsersAction) -> None:
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    for name, run, text in (
+        ("create", _create_token, "create a token and print it once"),
+        ("ensure", _ensure_token, "print the token saved in --file, creating it if needed"),
+    ):
+        create = tokens.add_parser(name, help=text)
+        create.add_argument("--name", required=True)
+        create.add_argument("--role", required=True, choices=ROLES)
+        create.add_argument("--owner-service", action="append", metavar="SERVICE",
+                            help="a service whose jobs a caller token may touch (repeatable)")
+        if name == "create":
+            create.add_argument("--quiet", action="store_true", help="print only the token")
+        else:
+            create.add_argument("--file", required=True, help="where the token is kept (0600)")
+        create.set_defaults(run=run)
+    tokens.add_parser("list", help="list tokens (never the tokens themselves)").set_defaults(
+        run=_list_tokens
+    )
+    revoke = tokens.add_parser("revoke", help="revoke the active token with this name")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_revoke_token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ai-service", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
+        run=_migrate
+    )
+    commands.add_parser(
+        "check-config", help="validate the environment and print the settings (no secrets)"
+    ).set_defaults(run=_check_config)
+    _add_token_commands(commands)
+    prune = commands.add_parser(
+        "prune", help="delete finished jobs older than a duration, in small batches"
+    )
+    prune.add_argument("--older-than", required=True, type=_duration, metavar="DURATION",
+                       help="e.g. 30d, 12h")
+    prune.add_argument("--batch-size", type=int, default=500)
+    prune.set_defaults(run=_prune)
+    return parser
+
+
+def _environment() -> Mapping[str, str]:
+    """The environment; without DATABASE_URL, the database of the cluster `make run` started,
+    so the commands work next to `make run` as they are."""
+    if os.environ.get("DATABASE_URL", "").strip():
+        return os.environ
+    data_dir = localpg.make_run_data_dir()
+    url = localpg.running_url(data_dir)
+    if url is None:
+        raise ConfigError(f"DATABASE_URL: unset, and no local cluster runs in {data_dir}: "
+                          "set DATABASE_URL or run `make run`")
+    print(f"DATABASE_URL is unset: using the local cluster in {data_dir} ({url})",
+          file=sys.stderr)
+    return {**os.environ, "DATABASE_URL": url}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    try:
+        settings = load_settings(_environment())
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(settings, args)
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

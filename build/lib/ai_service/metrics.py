@@ -1,0 +1,200 @@
+"""Prometheus metrics. Counters and histograms are kept by the process that does the work (web
+or worker); queue depth is read from PostgreSQL at scrape time.
+
+Under gunicorn every worker process writes its samples to PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn_conf before the workers fork) and /metrics merges them, so a scrape sees the whole
+server whichever process answers it.
+
+Label values come from callers (task_type, model_profile, a failure's category), and every new
+value is a new series kept until restart: 3,000 random task types grew /metrics from 105 to
+4,105 series. Only values the configuration names keep their own label; the rest are `other`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ai_service.config import Settings
+from ai_service.inputs import BUILT_IN
+from ai_service.states import ErrorCategory
+
+if TYPE_CHECKING:
+    from ai_service.repository import JobRepository
+
+OTHER = "other"
+# The built-in task types (their input is checked at create, ai_service/inputs.py), and the
+# failure categories the service stores (ai_service/states.py; a StrEnum member hashes and
+# compares as its string).
+BUILTIN_TASK_TYPES = frozenset(BUILT_IN)
+ERROR_CATEGORIES = frozenset(ErrorCategory)
+
+
+@dataclass(frozen=True)
+class KnownLabels:
+    """The label values this process keeps; any other value is counted as `other`."""
+
+    task_types: frozenset[str]
+    model_profiles: frozenset[str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> KnownLabels:
+        return cls(
+            task_types=BUILTIN_TASK_TYPES | settings.metrics_task_types,
+            model_profiles=frozenset({settings.llm_model, "whisperx",
+                                      *settings.model_concurrency,
+                                      *settings.metrics_model_profiles}),
+        )
+
+    def job(self, task_type: str, model_profile: str) -> tuple[str, str]:
+        return (task_type if task_type in self.task_types else OTHER,
+                model_profile if model_profile in self.model_profiles else OTHER)
+
+
+# Until configure() is called: the built-in task types and the default profiles.
+_known = KnownLabels(BUILTIN_TASK_TYPES, frozenset({Settings.llm_model, "whisperx"}))
+
+
+def configure(settings: Settings) -> None:
+    """Keep the labels these settings name. Values add up: a process configured twice (the
+    tests build many apps) keeps both sets, still a bounded number."""
+    global _known
+    mine = KnownLabels.of(settings)
+    _known = KnownLabels(_known.task_types | mine.task_types,
+                         _known.model_profiles | mine.model_profiles)
+
+
+def job_labels(job: dict) -> tuple[str, str]:
+    """(task_type, model_profile) of a job as its series are labelled."""
+    return _known.job(job["task_type"], job["model_profile"])
+
+
+def category_label(category: str) -> str:
+    return category if category in ERROR_CATEGORIES else OTHER
+
+JOBS_CREATED = Counter(
+    "ai_jobs_created_total", "Jobs created.", ["task_type", "model_profile"]
+)
+JOBS_CLAIMED = Counter(
+    "ai_jobs_claimed_total", "Attempts started (jobs handed to a worker).",
+    ["task_type", "model_profile"],
+)
+JOBS_COMPLETED = Counter(
+    "ai_jobs_completed_total", "Jobs completed.", ["task_type", "model_profile"]
+)
+JOBS_FAILED = Counter(
+    "ai_job_failures_total",
+    "Failed attempts by category; final says whether the job failed for good.",
+    ["task_type", "model_profile", "error_category", "final"],
+)
+JOB_RUN_SECONDS = Histogram(
+    "ai_job_run_seconds", "Time a runner spent on one attempt.", ["task_type", "model_profile"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+JOB_QUEUE_WAIT_SECONDS = Histogram(
+    "ai_job_queue_wait_seconds", "From when a job could run (run_after) to its claim.",
+    ["task_type", "model_profile"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+LLM_TOKENS = Counter("ai_llm_tokens_total", "LLM tokens used.", ["model", "kind"])
+PROVIDER_SECONDS = Histogram(
+    "ai_provider_request_seconds", "Provider call latency.", ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+PROVIDER_ERRORS = Counter(
+    "ai_provider_errors_total", "Provider calls that failed, by category.",
+    ["provider", "error_category"],
+)
+
+
+class QueueCollector(Collector):
+    """Pending and running jobs by task type and model profile, and the oldest pending job's
+    age, read at scrape time. Only unfinished jobs are counted: they are what the partial
+    indexes hold, so a scrape stays cheap with millions of finished jobs; finished work is in
+    the counters."""
+
+    def __init__(self, repository: JobRepository) -> None:
+        self.repository = repository
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "ai_jobs", "Unfinished jobs by status, task type and model profile.",
+            labels=["status", "task_type", "model_profile"],
+        )
+        oldest = GaugeMetricFamily(
+            "ai_oldest_pending_job_age_seconds", "Age of the oldest pending job (0: none)."
+        )
+        snapshot = self.repository.queue_snapshot()
+        counts: Tally[tuple[str, str, str]] = Tally()
+        for row in snapshot["depth"]:
+            counts[(row["status"], *job_labels(row))] += row["count"]
+        for labels, count in counts.items():
+            depth.add_metric(list(labels), count)
+        oldest.add_metric([], snapshot["oldest_pending_age_seconds"] or 0.0)
+        yield depth
+        yield oldest
+
+
+def render(repository: JobRepository) -> tuple[bytes, str]:
+    """The exposition text for /metrics: this server's processes plus the queue gauges."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    queue_registry = CollectorRegistry()
+    queue_registry.register(QueueCollector(repository))
+    return body + generate_latest(queue_registry), CONTENT_TYPE_LATEST
+
+
+def record_created(created: list[tuple[dict, bool]]) -> None:
+    """(job, created) pairs from create_jobs; jobs an idempotency key returned are not new."""
+    for labels, count in Tally(job_labels(job) for job, new in created if new).items():
+        JOBS_CREATED.labels(*labels).inc(count)
+
+
+def _by_labels(jobs: Iterable[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Jobs grouped by their labels: one label lookup per group, not per job."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(job_labels(job), []).append(job)
+    return groups
+
+
+def record_claimed(jobs: list[dict], now_epoch: float) -> None:
+    for labels, group in _by_labels(jobs).items():
+        JOBS_CLAIMED.labels(*labels).inc(len(group))
+        waited = JOB_QUEUE_WAIT_SECONDS.labels(*labels)
+        for job in group:
+            waited.observe(max(0.0, now_epoch - job["run_after"].timestamp()))
+
+
+def record_completed(jobs: Iterable[dict]) -> None:
+    for labels, group in _by_labels(jobs).items():
+        JOBS_COMPLETED.labels(*labels).inc(len(group))
+
+
+def record_finished(job: dict, category: str | None = None) -> None:
+    """A stored outcome: completed (category None) or a failed attempt."""
+    labels = job_labels(job)
+    if category is None:
+        JOBS_COMPLETED.labels(*labels).inc()
+    else:
+        final = str(job["status"] == "failed").lower()
+        JOBS_FAILED.labels(*labels, category_label(category), final).inc()

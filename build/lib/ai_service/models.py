@@ -1,0 +1,216 @@
+"""The schema as SQLAlchemy models. Migrations are written by hand in alembic/versions and
+`alembic check` (run in CI) proves the two agree."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ai_service import states
+from ai_service.states import JobStatus
+
+# Plain strings, in the order the OpenAPI JobStatus enum lists them.
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+FINISHED_STATUSES = tuple(status.value for status in states.FINISHED_STATUSES)
+
+# Lengths callers' identifiers may take; the API validates them before the database does.
+OWNER_SERVICE_MAX = 64
+OWNER_REF_MAX = 256
+TASK_TYPE_MAX = 64
+MODEL_PROFILE_MAX = 64
+IDEMPOTENCY_KEY_MAX = 200
+WORKER_ID_MAX = 200
+ERROR_CATEGORY_MAX = 64
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    owner_service: Mapped[str] = mapped_column(String(OWNER_SERVICE_MAX))
+    owner_ref: Mapped[str] = mapped_column(String(OWNER_REF_MAX))
+    task_type: Mapped[str] = mapped_column(String(TASK_TYPE_MAX))
+    model_profile: Mapped[str] = mapped_column(String(MODEL_PROFILE_MAX))
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default=text(f"'{JobStatus.PENDING}'"))
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    # Rate-limit deferrals do not spend attempts; this bounds how often a job may be deferred.
+    deferrals: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    worker_id: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX))
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_category: Mapped[str | None] = mapped_column(String(ERROR_CATEGORY_MAX))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{status}'" for status in JobStatus)),
+            name="status",
+        ),
+        CheckConstraint("jsonb_typeof(input) = 'object'", name="input_is_object"),
+        CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+        # Running jobs always carry a lease; the claim and the fencing checks rely on it.
+        CheckConstraint(
+            f"status <> '{JobStatus.RUNNING}' "
+            "OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            name="running_has_lease",
+        ),
+        # Claim order, restricted to what is claimable: stays small with millions finished.
+        Index(
+            "ix_jobs_claimable",
+            text("priority DESC"),
+            "created_at",
+            postgresql_where=text(f"status = '{JobStatus.PENDING}'"),
+        ),
+        # Expired leases (crashed workers) and the per-model concurrency count.
+        Index(
+            "ix_jobs_running_lease",
+            "lease_expires_at",
+            postgresql_where=text(f"status = '{JobStatus.RUNNING}'"),
+        ),
+        Index(
+            "ix_jobs_owner_ref",
+            "owner_service",
+            "owner_ref",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_jobs_owner_service", "owner_service", text("created_at DESC"), text("id DESC")),
+        Index(
+            "uq_jobs_idempotency",
+            "owner_service",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")
+        ),
+        # The last failures for the operations page, without reading every finished job.
+        Index("ix_jobs_failed", "finished_at",
+              postgresql_where=text(f"status = '{JobStatus.FAILED}'")),
+    )
+
+
+EVENT_MAX = 32
+ROLES = ("caller", "worker", "admin")
+
+
+class JobEvent(Base):
+    """The audit trail: one row per status transition, written in the transition's statement.
+    No foreign key to jobs: events are written only from the rows their statement changed and
+    removed with their job by prune (migration 0005 says what the key cost)."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event: Mapped[str] = mapped_column(String(EVENT_MAX))
+    status: Mapped[str] = mapped_column(String(16))
+    worker_id: Mapped[str | None] = mapped_column(String(WORKER_ID_MAX))
+    attempt: Mapped[int] = mapped_column(Integer)
+    error_category: Mapped[str | None] = mapped_column(String(ERROR_CATEGORY_MAX))
+    message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its SHA-256: tokens are 256-bit random, so a fast hash
+    is enough and lookups stay one index probe."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    owner_services: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    token_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("role IN ('caller', 'worker', 'admin')", name="role"),
+        Index("uq_api_tokens_token_hash", "token_hash", unique=True),
+        Index("uq_api_tokens_active_name", "name", unique=True,
+              postgresql_where=text("revoked_at IS NULL")),
+    )
+
+
+class OpsSession(Base):
+    """A signed-in browser of the operations page. The cookie holds a random id; only its
+    SHA-256 is stored, so a read of this table opens no session."""
+
+    __tablename__ = "ops_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_tokens.id", ondelete="CASCADE")
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_ops_sessions_token_id", "token_id"),
+        Index("ix_ops_sessions_expires_at", "expires_at"),
+    )
+
+
+class OpsLoginFailure(Base):
+    """Failed sign-ins from one client address since it was last quiet for a while."""
+
+    __tablename__ = "ops_login_failures"
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,1 @@
+"""Clients for the AI backends: an OpenAI-compatible LLM server and a WhisperX service."""

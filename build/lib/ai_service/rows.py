@@ -1,0 +1,132 @@
+"""The values the queue core hands around: what a caller asks for (NewJob), a worker's hold on
+an attempt (Lease), and the rows the store answers, one frozen shape per kind of answer.
+
+Each row class's fields are exactly the columns its statements return, in any order, so the
+driver builds them straight from the cursor (psycopg's class_row) and a statement that returns
+one column more or fewer fails loudly instead of leaking an internal column to a caller."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job a caller asks for; `id` is made here so a batch's answer keeps its order."""
+
+    owner_service: str
+    owner_ref: str
+    task_type: str
+    model_profile: str
+    input: dict[str, Any]
+    priority: int = 0
+    run_after: datetime | None = None
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "owner_service": self.owner_service,
+            "owner_ref": self.owner_ref,
+            "task_type": self.task_type,
+            "model_profile": self.model_profile,
+            "input": self.input,
+            "priority": self.priority,
+            "run_after": self.run_after.isoformat() if self.run_after else None,
+            "max_attempts": self.max_attempts,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on one attempt of a job: the fencing token for that attempt."""
+
+    job_id: uuid.UUID
+    worker_id: str
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A whole job: what reads, claims and single changes answer."""
+
+    id: uuid.UUID
+    owner_service: str
+    owner_ref: str
+    task_type: str
+    model_profile: str
+    input: dict[str, Any]
+    result: Any
+    status: str
+    priority: int
+    run_after: datetime
+    attempts: int
+    max_attempts: int
+    deferrals: int
+    worker_id: str | None
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    error_category: str | None
+    error_message: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobBrief:
+    """A job without its input and result: what a batch create and a worker's batch of
+    completions answer. Reading back a thousand inputs or results just sent would cost more
+    than writing them."""
+
+    id: uuid.UUID
+    owner_ref: str
+    idempotency_key: str | None
+    status: str
+    task_type: str
+    model_profile: str
+    worker_id: str | None
+    lease_token: uuid.UUID | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobEventRow:
+    """One transition of a job's audit trail; `status` is the job's status after it."""
+
+    id: int
+    job_id: uuid.UUID
+    at: datetime
+    event: str
+    status: str
+    worker_id: str | None
+    attempt: int
+    error_category: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[JobRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An API token as `tokens list` shows it: never the token, only its prefix."""
+
+    id: uuid.UUID
+    name: str
+    role: str
+    owner_services: list[str]
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None

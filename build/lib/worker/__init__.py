@@ -1,0 +1,1 @@
+"""The standalone worker process: claims jobs through the repository and runs them."""

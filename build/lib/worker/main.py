@@ -1,0 +1,152 @@
+"""`python -m worker` / `ai-service-worker`: the worker process entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import replace
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from ai_service import db, metrics
+from ai_service.app import make_repository
+from ai_service.config import ConfigError, Settings, load_settings
+from ai_service.listen import libpq_url
+from ai_service.logs import configure_logging
+from ai_service.netpolicy import UrlPolicy
+from ai_service.providers.llm import LLMClient
+from ai_service.providers.whisperx import WhisperXClient
+from worker.loop import Worker, WorkerConfig
+from worker.runners import Runner
+from worker.runners.llm import LLMRunner
+from worker.runners.whisperx import WhisperXRunner
+
+log = logging.getLogger("worker")
+
+EXIT_FAILED = 70  # EX_SOFTWARE: broken inside, restart me (config errors exit 2)
+# Seconds a failed worker has to give its running jobs back (retrying a few times through an
+# outage) before it exits without doing so; their leases then run out and they run again.
+EXIT_DEADLINE = 60.0
+
+
+DESCRIPTION = """\
+A worker of the AI Service: claims queued jobs from PostgreSQL, runs them against the LLM
+server (task types llm_chat, chat_completion) and the WhisperX server (transcribe), stores
+their results and renews their leases while they run. Run as many as the load needs; each
+stops gracefully on SIGTERM or Ctrl-C, giving back the jobs it could not finish."""
+
+SETTINGS = """\
+settings (environment variables; the README's Configuration table has them all):
+  DATABASE_URL            the queue's PostgreSQL database (required)
+  LLM_BASE_URL, LLM_API_KEY, LLM_MODEL, LLM_TIMEOUT
+                          the OpenAI-compatible LLM server; unset: no LLM jobs are claimed
+  WHISPERX_URL, WHISPERX_ASR_PATH, WHISPERX_TIMEOUT, WHISPERX_MAX_AUDIO_BYTES, AUDIO_URL_ALLOW
+                          the WhisperX server; unset: no transcription jobs are claimed
+  WORKER_ID, WORKER_CLAIM_LIMIT, WORKER_CLAIM_BATCH, WORKER_POLL_INTERVAL, WORKER_LEASE,
+  WORKER_SHUTDOWN_GRACE, MODEL_CONCURRENCY
+                          who the worker is, how many jobs it runs at once, how it claims
+  WORKER_METRICS_PORT     serve Prometheus metrics on HTTP_HOST at this port
+  MIGRATE_ON_START, DB_POOL_SIZE, LOG_LEVEL, LOG_FORMAT
+exit status: 0 after a graceful stop, 2 on a bad setting, 70 when the worker broke inside."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="ai-service-worker", description=DESCRIPTION, epilog=SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_runners(settings: Settings) -> list[Runner]:
+    runners: list[Runner] = []
+    if settings.llm_base_url:
+        client = LLMClient(settings.llm_base_url, settings.llm_api_key, settings.llm_model,
+                           settings.llm_timeout)
+        runners.append(LLMRunner(client))
+    if settings.whisperx_url:
+        audio_policy = UrlPolicy(settings.audio_url_allow, "AUDIO_URL_ALLOW")
+        client = WhisperXClient(settings.whisperx_url, settings.whisperx_asr_path,
+                                settings.whisperx_timeout, settings.whisperx_max_audio_bytes,
+                                audio_policy)
+        runners.append(WhisperXRunner(client))
+    return runners
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        worker_id=settings.worker_id,
+        concurrency=settings.worker_claim_limit,
+        claim_batch=settings.worker_claim_batch,
+        poll_interval=settings.worker_poll_interval,
+        lease_seconds=settings.worker_lease,
+        shutdown_grace=settings.worker_shutdown_grace,
+        model_concurrency=settings.model_concurrency,
+        listen_conninfo=libpq_url(settings.database_url),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    metrics.configure(settings)
+    if settings.migrate_on_start:
+        db.migrate(settings.database_url)
+    # Job slots never touch the database (outcomes go through the result writer): the claim,
+    # the writer, the heartbeat and the give-back at shutdown need four connections at most.
+    # No pre-ping: every database call of the worker already retries through an outage, so a
+    # round trip per call is spared.
+    pool = max(settings.db_pool_size, 4)
+    repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker",
+                                 pre_ping=False)
+    worker = Worker(repository, build_runners(settings), worker_config(settings))
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+        log.info("metrics on %s:%d/metrics", settings.http_host, settings.worker_metrics_port)
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exit_when_a_thread_dies(worker)
+    try:
+        worker.run()
+    except Exception:
+        log.exception("the claim loop failed: exiting for the platform to restart the worker")
+        return EXIT_FAILED
+    repository.engine.dispose()
+    return EXIT_FAILED if worker.failure else 0
+
+
+def exit_when_a_thread_dies(worker: Worker) -> None:
+    """The supervisor: a thread that dies of an unexpected exception (the result writer, the
+    heartbeat, the listener) stops the whole worker, which exits non-zero for the platform to
+    restart it. Without this the process lives on and looks healthy while it never stores a
+    result or renews a lease again, and claims nothing once its slots are full."""
+
+    def on_thread_death(death: threading.ExceptHookArgs) -> None:
+        name = death.thread.name if death.thread else "?"
+        log.critical("thread %s died: stopping the worker to be restarted", name,
+                     exc_info=(death.exc_type, death.exc_value, death.exc_traceback))
+        worker.fail(f"thread {name} died")
+        # Stopping gives running jobs back first; should that hang, exit regardless.
+        watchdog = threading.Timer(EXIT_DEADLINE, os._exit, (EXIT_FAILED,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    threading.excepthook = on_thread_death
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Runners: one per task type. A runner turns a claimed job into an Outcome and never raises;
+the loop decides what to store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ai_service.providers.http import Aborted, AbortSignal, ProviderError
+
+
+@dataclass(frozen=True)
+class Completed:
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    category: str
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+    defer: bool = False  # backpressure: retry later without spending the attempt
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """The job was cancelled or its lease lost while running: store nothing."""
+
+
+Outcome = Completed | Failed | Abandoned
+
+
+class Runner(Protocol):
+    task_types: frozenset[str]
+    model_profiles: frozenset[str]
+
+    def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome: ...
+
+
+def outcome_of_error(exc: Exception) -> Outcome:
+    if isinstance(exc, Aborted):
+        return Abandoned()
+    if isinstance(exc, ProviderError):
+        return Failed(exc.category, exc.message, exc.retryable, exc.retry_after, exc.defer)
+    raise exc
