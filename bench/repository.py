@@ -15,7 +15,8 @@ from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster
 from ai_service.logs import configure_logging
 from ai_service.providers.http import AbortSignal
-from ai_service.repository import JobRepository, NewJob
+from ai_service.rows import NewJob
+from ai_service.store.jobs import JobRepository
 from bench.common import CpuMeter, Drain, fresh_database, start_together
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Completed, Outcome

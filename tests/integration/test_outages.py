@@ -19,7 +19,9 @@ from sqlalchemy import text
 from ai_service.app import make_repository
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster
-from ai_service.repository import JobRepository, Lease, TokenRepository
+from ai_service.rows import Lease
+from ai_service.store.jobs import JobRepository
+from ai_service.store.tokens import TokenRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
 from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
@@ -56,7 +58,7 @@ def test_every_repository_call_raises_database_unavailable_while_postgresql_is_d
             "heartbeat": lambda: repo.heartbeat_jobs("w1", [lease], 60),
             "release": lambda: repo.release_jobs("w1", [lease]),
             "create": lambda: repo.create_jobs([new_job()]),
-            "read": lambda: repo.get_job(held["id"]),
+            "read": lambda: repo.get_job(held.id),
             "stats": repo.stats,
             "token lookup": lambda: TokenRepository(repo).principal_for("unknown"),
         }
@@ -67,7 +69,7 @@ def test_every_repository_call_raises_database_unavailable_while_postgresql_is_d
             own_cluster.start()
         assert raised == dict.fromkeys(calls, "DatabaseUnavailable")
         # The same repository works again: no restart of the process is needed.
-        assert list(repo.complete_jobs("w1", [(lease, {"ok": True})])) == [held["id"]]
+        assert list(repo.complete_jobs("w1", [(lease, {"ok": True})])) == [held.id]
     finally:
         repo.engine.dispose()
 
@@ -187,7 +189,7 @@ def test_an_unexpected_database_error_is_logged_without_its_statement_or_paramet
     assert response.status_code == 500
     assert response.json["error"]["details"]["request_id"]
     assert "InsufficientPrivilege: permission denied for table jobs" in caplog.text
-    assert "repository.py" in caplog.text  # where it happened is kept
+    assert "store/jobs.py" in caplog.text  # where it happened is kept
     assert SECRET_PROMPT not in caplog.text
     assert "INSERT INTO" not in caplog.text
 
@@ -199,8 +201,8 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
     repo.create_jobs([new_job(owner_ref="kept"), new_job(owner_ref="reclaimed")])
     kept = claim_one(repo, "w1")
     lost = claim_one(repo, "w1")
-    expire_lease(repo, lost["id"])
-    assert claim_one(repo, "w2")["id"] == lost["id"]  # another worker took it over meanwhile
+    expire_lease(repo, lost.id)
+    assert claim_one(repo, "w2").id == lost.id  # another worker took it over meanwhile
 
     written: list[Lease] = []
     give_up = threading.Event()
@@ -209,7 +211,7 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
     try:
         with caplog.at_level(logging.INFO, logger="worker"):
             for row in (kept, lost):
-                writer.put(lease_of(row), Completed({"content": row["owner_ref"]}))
+                writer.put(lease_of(row), Completed({"content": row.owner_ref}))
             # Twice: a pooled connection fails first, then connecting is refused.
             _wait_for(lambda: caplog.text.count("database unavailable storing results") >= 2)
             own_cluster.start()
@@ -220,15 +222,15 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
         give_up.set()
         writer.close()
 
-    assert repo.get_job(kept["id"])["status"] == "completed"
-    assert repo.get_job(kept["id"])["result"] == {"content": "kept"}
-    assert (repo.get_job(lost["id"])["status"], repo.get_job(lost["id"])["worker_id"]) == (
+    assert repo.get_job(kept.id).status == "completed"
+    assert repo.get_job(kept.id).result == {"content": "kept"}
+    assert (repo.get_job(lost.id).status, repo.get_job(lost.id).worker_id) == (
         "running", "w2")
-    assert f"job {lost['id']} result not stored" in caplog.text
+    assert f"job {lost.id} result not stored" in caplog.text
     with repo.engine.connect() as conn:
         completed = conn.execute(text(
             "SELECT job_id FROM job_events WHERE event = 'completed'")).scalars().all()
-    assert completed == [kept["id"]]
+    assert completed == [kept.id]
 
 
 def _wait_for(done: Callable[[], bool], timeout: float = 60) -> None:

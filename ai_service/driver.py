@@ -1,0 +1,184 @@
+"""The one place that talks to PostgreSQL: the engine and its pool, the transaction the store
+opens per operation, the single statement that commits by itself, the driver's fast path, and
+the mapping of every database fault to the project's exceptions.
+
+The store's statements run on psycopg's own cursor of a pooled connection (`rows`,
+`autocommit_rows`): SQLAlchemy's result machinery, rebuilt for every textual statement, cost
+more client CPU than the worker's whole claim and complete (bench/queues.py and
+bench/repository.py measure both paths). SQLAlchemy keeps what it is good at: the pool, its
+pre-ping and its recycling after an outage."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import RowFactory, tuple_row
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
+from sqlalchemy.pool import PoolProxiedConnection
+
+from ai_service.errors import DatabaseUnavailable, InvalidInput, ServiceError, fault_summary
+
+Row = TypeVar("Row")
+Params = dict[str, Any]
+
+
+def make_engine(
+    url: str, pool_size: int = 5, application_name: str = "ai-service", pre_ping: bool = True
+) -> Engine:
+    """An engine whose pool survives a PostgreSQL restart. With pre_ping, a stale connection is
+    found and replaced before use, at the cost of a round trip per checkout. Without it, the
+    first statement after a restart fails (DatabaseUnavailable) and the pool drops every
+    connection older than that failure: right for a caller that retries anyway."""
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_timeout=5,
+        # A failed statement's text would quote its parameters: job inputs, that is prompts.
+        hide_parameters=True,
+        connect_args={"connect_timeout": 5, "application_name": application_name},
+    )
+
+
+def database_fault(exc: BaseException) -> ServiceError | None:
+    """The project's exception for a database fault, or None for one that is a bug in a
+    statement (it stays as raised). Lost or refused connections, timeouts and a server shutting
+    down are DatabaseUnavailable, whether the driver raised them (the fast path) or SQLAlchemy
+    did (checkout, pre-ping, BEGIN and COMMIT); a value the database refuses is InvalidInput."""
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool is exhausted or connecting hangs
+        return DatabaseUnavailable(reason=fault_summary(exc))
+    if isinstance(exc, sa_exc.StatementError) and exc.orig is not None:
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return DatabaseUnavailable(reason=fault_summary(exc))
+        exc = exc.orig
+    if isinstance(exc, UnicodeEncodeError):
+        # A parameter the driver could not encode before sending it (an unpaired surrogate).
+        return InvalidInput("the database refused a value", {
+            "database": ["text holds an unpaired UTF-16 surrogate, which UTF-8 cannot encode"]})
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable(reason=fault_summary(exc))
+    if isinstance(exc, psycopg.DataError):
+        lines = str(exc).splitlines()
+        return InvalidInput("the database refused a value", {
+            "database": [lines[0] if lines else "invalid value"]})
+    return None
+
+
+@contextmanager
+def database_faults() -> Iterator[None]:
+    """Database faults raised inside become the project's exceptions (see database_fault)."""
+    try:
+        yield
+    except (sa_exc.SQLAlchemyError, psycopg.Error, UnicodeEncodeError) as exc:
+        translated = database_fault(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+_PSYCOPG = postgresql_psycopg.dialect()
+
+
+@functools.lru_cache(maxsize=1024)
+def driver_sql(sql: str) -> str:
+    """A statement's `:name` parameters as psycopg takes them (`%(name)s`), by its text, so
+    equal statements share one entry."""
+    return str(text(sql).compile(dialect=_PSYCOPG))
+
+
+class Driver:
+    """Connections for the store. Every method maps database faults (database_fault)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # The same pool, for work that is a single statement: PostgreSQL runs it as a
+        # transaction of its own, so BEGIN and COMMIT would only add two round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction, committed when the block ends without an exception."""
+        with database_faults(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """For exactly one statement on SQLAlchemy's path, which commits by itself."""
+        with database_faults(), self._autocommit.connect() as conn:
+            yield conn
+
+    def rows(self, conn: Connection, sql: str, params: Params,
+             row_factory: RowFactory[Row] = tuple_row) -> list[Row]:
+        """A statement of an open transaction, on the driver's cursor."""
+        with database_faults(), _lost_connections(
+                conn.connection.dbapi_connection, self.engine, conn.invalidate) as connection:
+            return _fetch(connection, sql, params, row_factory)
+
+    def autocommit_rows(self, sql: str, params: Params,
+                        row_factory: RowFactory[Row] = tuple_row) -> list[Row]:
+        """One statement that commits by itself, on a pooled connection the driver switches to
+        autocommit and back: a SQLAlchemy Connection around it, with its isolation-level
+        bookkeeping at checkout and checkin, would cost a noticeable share of a claim's client
+        CPU; the pool still checks out, pings and recycles."""
+        with database_faults(), self._autocommitting() as connection:
+            return _fetch(connection, sql, params, row_factory)
+
+    def autocommit_count(self, sql: str, params: Params) -> int:
+        """One statement that commits by itself; how many rows it changed."""
+        with database_faults(), self._autocommitting() as connection, \
+                connection.cursor() as cursor:
+            return cursor.execute(driver_sql(sql), params).rowcount
+
+    @contextmanager
+    def _autocommitting(self) -> Iterator[psycopg.Connection]:
+        pooled = self.engine.raw_connection()
+        try:
+            with _lost_connections(pooled.driver_connection, self.engine,
+                                   pooled.invalidate) as connection:
+                connection.autocommit = True
+                yield connection
+        finally:
+            _check_in(pooled)
+
+
+def _fetch(connection: psycopg.Connection, sql: str, params: Params,
+           row_factory: RowFactory[Row]) -> list[Row]:
+    with connection.cursor(row_factory=row_factory) as cursor:
+        cursor.execute(driver_sql(sql), params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+@contextmanager
+def _lost_connections(connection: psycopg.Connection, engine: Engine,
+                      invalidate: Callable[[BaseException], None]
+                      ) -> Iterator[psycopg.Connection]:
+    """A lost connection means the server went away: `invalidate` drops this one and, as
+    SQLAlchemy does on its own path, the whole pool is replaced, since every connection in it
+    predates the outage and a worker without pre-ping would otherwise meet each one failing.
+    The fault is mapped here, once, without passing through SQLAlchemy's wrapping."""
+    try:
+        yield connection
+    except psycopg.Error as exc:
+        if engine.dialect.is_disconnect(exc, connection, None):
+            invalidate(exc)
+            engine.dispose()
+            raise DatabaseUnavailable(reason=fault_summary(exc)) from exc
+        raise
+
+
+def _check_in(pooled: PoolProxiedConnection) -> None:
+    """Back to the pool as SQLAlchemy hands connections out (not in autocommit), or discarded
+    when that cannot be done."""
+    if pooled.is_valid:
+        try:
+            pooled.driver_connection.autocommit = False
+        except psycopg.Error as exc:
+            pooled.invalidate(exc)
+    pooled.close()
