@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import Settings
+from ai_service.errors import DatabaseUnavailable
 from ai_service.localpg import LocalCluster
 from ai_service.rows import Lease
 from ai_service.store.jobs import JobRepository
@@ -238,3 +239,35 @@ def _wait_for(done: Callable[[], bool], timeout: float = 60) -> None:
     while not done():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("call", ["claim", "read", "cancel"])
+def test_a_connection_lost_on_the_fast_path_is_database_unavailable_from_the_drivers_own_error(
+    database_url: str, call: str
+) -> None:
+    """A pooled connection whose server process was terminated: the driver's error is mapped
+    once, directly (not first wrapped as SQLAlchemy's), the pool is replaced, and the next call
+    works without a restart of the process."""
+    repo = make_repository(make_settings(database_url), "fast-path-test", pre_ping=False)
+    try:
+        [(job, _)] = repo.create_jobs([new_job()])
+        calls: dict[str, Callable[[], Any]] = {
+            "claim": lambda: repo.claim_jobs("w", 1, lease_seconds=60),
+            "read": lambda: repo.get_job(job.id),
+            "cancel": lambda: repo.cancel_job(job.id),
+        }
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            [(terminated,)] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'fast-path-test' AND datname = current_database()"
+            ).fetchall()
+        assert terminated == 1  # the one pooled connection the create used
+
+        with pytest.raises(DatabaseUnavailable) as raised:
+            calls[call]()
+
+        assert isinstance(raised.value.__cause__, psycopg.OperationalError)
+        assert raised.value.log_text().startswith("AdminShutdown: terminating connection")
+        assert calls[call]() is not None
+    finally:
+        repo.engine.dispose()
