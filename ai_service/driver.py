@@ -3,10 +3,10 @@ opens per operation, the single statement that commits by itself, the driver's f
 the mapping of every database fault to the project's exceptions.
 
 The store's statements run on psycopg's own cursor of a pooled connection (`rows`,
-`autocommit_rows`): SQLAlchemy's result machinery, rebuilt for every textual statement, cost
-more client CPU than the worker's whole claim and complete (bench/queues.py and
-bench/repository.py measure both paths). SQLAlchemy keeps what it is good at: the pool, its
-pre-ping and its recycling after an outage."""
+`autocommit_rows`), rows built straight into their classes: SQLAlchemy's result machinery,
+rebuilt for every textual statement, and a copy of each row into a dict were a large share of
+the worker's client CPU per job (bench/queues.py and bench/repository.py measure it).
+SQLAlchemy keeps what it is good at: the pool, its pre-ping and its recycling after an outage."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from types import MappingProxyType
 
@@ -76,7 +76,7 @@ class _Queries(Mapping[str, str]):
         except KeyError:
             raise KeyError(f"no SQL statement named {name!r} in ai_service/sql") from None
 
-    def __iter__(self):  # noqa: ANN204 - Mapping's own signature
+    def __iter__(self) -> Iterator[str]:
         return iter(self._statements)
 
     def __len__(self) -> int:
