@@ -10,13 +10,14 @@ SQLAlchemy keeps what it is good at: the pool, its pre-ping and its recycling af
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import RowFactory, tuple_row
+from psycopg.rows import RowFactory, RowMaker, no_result, tuple_row
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
@@ -93,6 +94,42 @@ def driver_sql(sql: str) -> str:
     return str(text(sql).compile(dialect=_PSYCOPG))
 
 
+def class_rows(cls: type[Row]) -> RowFactory[Row]:
+    """Rows built straight into a frozen, slotted dataclass of ai_service/rows.py. What psycopg's
+    class_row does, without a dict of keyword arguments and the frozen __init__ per row, which
+    made the worker's claim-and-complete path measurably slower than plain dicts
+    (bench/repository.py's worker_loop measures it): each column is set through its slot.
+    A statement must answer exactly the class's fields, or it fails at once, naming them."""
+    setters = {f.name: getattr(cls, f.name).__set__ for f in dataclasses.fields(cls)}
+    makers: dict[tuple[str, ...], RowMaker[Row]] = {}  # by the statement's columns
+
+    def factory(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
+        # The column names from the result itself: `cursor.description` would build a Column
+        # object per column on every statement.
+        result = cursor.pgresult
+        if result is None or not result.nfields:
+            return no_result
+        names = tuple(result.fname(i).decode() for i in range(result.nfields))
+        maker = makers.get(names)
+        if maker is None:
+            if sorted(names) != sorted(setters):
+                raise TypeError(f"{cls.__name__} has fields {sorted(setters)}; "
+                                f"the statement answered {sorted(names)}")
+            maker = makers[names] = functools.partial(
+                _build, cls, [setters[name] for name in names])
+        return maker
+
+    return factory
+
+
+def _build(cls: type[Row], setters: Sequence[Callable[[Any, Any], None]],
+           values: Sequence[Any]) -> Row:
+    row = object.__new__(cls)
+    for set_column, value in zip(setters, values, strict=True):
+        set_column(row, value)
+    return row
+
+
 class Driver:
     """Connections for the store. Every method maps database faults (database_fault)."""
 
@@ -117,60 +154,67 @@ class Driver:
     def rows(self, conn: Connection, sql: str, params: Params,
              row_factory: RowFactory[Row] = tuple_row) -> list[Row]:
         """A statement of an open transaction, on the driver's cursor."""
-        with database_faults(), _lost_connections(
-                conn.connection.dbapi_connection, self.engine, conn.invalidate) as connection:
-            return _fetch(connection, sql, params, row_factory)
+        connection = conn.connection.dbapi_connection
+        with database_faults():
+            try:
+                return _fetch(connection, sql, params, row_factory)
+            except psycopg.Error as exc:
+                self._lost_connection(exc, connection, conn.invalidate)
+                raise
 
     def autocommit_rows(self, sql: str, params: Params,
                         row_factory: RowFactory[Row] = tuple_row) -> list[Row]:
         """One statement that commits by itself, on a pooled connection the driver switches to
         autocommit and back: a SQLAlchemy Connection around it, with its isolation-level
         bookkeeping at checkout and checkin, would cost a noticeable share of a claim's client
-        CPU; the pool still checks out, pings and recycles."""
-        with database_faults(), self._autocommitting() as connection:
-            return _fetch(connection, sql, params, row_factory)
+        CPU; the pool still checks out, pings and recycles. Written out flat, without a context
+        manager per concern, since the worker runs it twice per job."""
+        with database_faults():
+            pooled = self.engine.raw_connection()
+            try:
+                connection = pooled.driver_connection
+                try:
+                    connection.autocommit = True
+                    return _fetch(connection, sql, params, row_factory)
+                except psycopg.Error as exc:
+                    self._lost_connection(exc, connection, pooled.invalidate)
+                    raise
+            finally:
+                _check_in(pooled)
 
     def autocommit_count(self, sql: str, params: Params) -> int:
         """One statement that commits by itself; how many rows it changed."""
-        with database_faults(), self._autocommitting() as connection, \
-                connection.cursor() as cursor:
-            return cursor.execute(driver_sql(sql), params).rowcount
+        with database_faults():
+            pooled = self.engine.raw_connection()
+            try:
+                connection = pooled.driver_connection
+                try:
+                    connection.autocommit = True
+                    with connection.cursor() as cursor:
+                        return cursor.execute(driver_sql(sql), params).rowcount
+                except psycopg.Error as exc:
+                    self._lost_connection(exc, connection, pooled.invalidate)
+                    raise
+            finally:
+                _check_in(pooled)
 
-    @contextmanager
-    def _autocommitting(self) -> Iterator[psycopg.Connection]:
-        pooled = self.engine.raw_connection()
-        try:
-            with _lost_connections(pooled.driver_connection, self.engine,
-                                   pooled.invalidate) as connection:
-                connection.autocommit = True
-                yield connection
-        finally:
-            _check_in(pooled)
+    def _lost_connection(self, exc: psycopg.Error, connection: psycopg.Connection,
+                         invalidate: Callable[[BaseException], None]) -> None:
+        """A lost connection means the server went away: `invalidate` drops this one and, as
+        SQLAlchemy does on its own path, the whole pool is replaced, since every connection in
+        it predates the outage and a worker without pre-ping would otherwise meet each one
+        failing. The fault is mapped here, once, without passing through SQLAlchemy's
+        wrapping; any other driver error is left to database_fault."""
+        if self.engine.dialect.is_disconnect(exc, connection, None):
+            invalidate(exc)
+            self.engine.dispose()
+            raise DatabaseUnavailable(reason=fault_summary(exc)) from exc
 
 
 def _fetch(connection: psycopg.Connection, sql: str, params: Params,
            row_factory: RowFactory[Row]) -> list[Row]:
     with connection.cursor(row_factory=row_factory) as cursor:
-        cursor.execute(driver_sql(sql), params)
-        return cursor.fetchall() if cursor.description is not None else []
-
-
-@contextmanager
-def _lost_connections(connection: psycopg.Connection, engine: Engine,
-                      invalidate: Callable[[BaseException], None]
-                      ) -> Iterator[psycopg.Connection]:
-    """A lost connection means the server went away: `invalidate` drops this one and, as
-    SQLAlchemy does on its own path, the whole pool is replaced, since every connection in it
-    predates the outage and a worker without pre-ping would otherwise meet each one failing.
-    The fault is mapped here, once, without passing through SQLAlchemy's wrapping."""
-    try:
-        yield connection
-    except psycopg.Error as exc:
-        if engine.dialect.is_disconnect(exc, connection, None):
-            invalidate(exc)
-            engine.dispose()
-            raise DatabaseUnavailable(reason=fault_summary(exc)) from exc
-        raise
+        return cursor.execute(driver_sql(sql), params).fetchall()
 
 
 def _check_in(pooled: PoolProxiedConnection) -> None:

@@ -4,7 +4,8 @@
 -- name: insert_token
 -- One active token per name (a partial unique index): a second one is a conflict.
 INSERT INTO api_tokens (name, role, owner_services, token_hash, prefix)
-VALUES (:name, :role, CAST(:owner_services AS text[]), :token_hash, :prefix);
+VALUES (:name, :role, CAST(:owner_services AS text[]), :token_hash, :prefix)
+RETURNING id;
 
 -- name: list_tokens
 SELECT id, name, role, owner_services, prefix, created_at, revoked_at FROM api_tokens

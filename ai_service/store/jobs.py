@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.rows import class_row, kwargs_row
+from psycopg.rows import kwargs_row
 from sqlalchemy import Connection, Engine
 
 from ai_service import notifications
-from ai_service.driver import Driver
+from ai_service.driver import Driver, class_rows
 from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
 from ai_service.sql import claim_statement, queries
@@ -31,9 +31,9 @@ Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 # Fields that must match when an idempotency key is reused.
 IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
 
-_JOB = class_row(JobRow)
-_BRIEF = class_row(JobBrief)
-_EVENT = class_row(JobEventRow)
+_JOB = class_rows(JobRow)
+_BRIEF = class_rows(JobBrief)
+_EVENT = class_rows(JobEventRow)
 
 
 @dataclass(frozen=True)

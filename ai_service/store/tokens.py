@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
-from psycopg.rows import class_row
 
 from ai_service import notifications
 from ai_service.auth import Principal, hash_token, new_token
+from ai_service.driver import class_rows
 from ai_service.errors import Conflict
 from ai_service.rows import TokenRow
 from ai_service.sql import queries
@@ -33,7 +33,7 @@ class TokenRepository:
         return token
 
     def list_tokens(self) -> list[TokenRow]:
-        return self.driver.autocommit_rows(queries["list_tokens"], {}, class_row(TokenRow))
+        return self.driver.autocommit_rows(queries["list_tokens"], {}, class_rows(TokenRow))
 
     def revoke_token(self, name: str) -> int:
         """Revoke the active token with this name, end the page sessions opened with it and tell
