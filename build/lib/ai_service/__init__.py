@@ -1,1 +1,0 @@
-"""AI Service: shared infrastructure that owns the lifecycle of AI jobs."""

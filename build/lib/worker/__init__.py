@@ -1,1 +1,0 @@
-"""The standalone worker process: claims jobs through the repository and runs them."""
