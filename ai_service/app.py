@@ -10,15 +10,16 @@ from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
-from ai_service import db, metrics
+from ai_service import db, driver, metrics
 from ai_service.api import Services, health, jobs, ops, ops_page
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
-from ai_service.repository import JobRepository, RetryPolicy, TokenRepository
 from ai_service.sessions import OpsSessionRepository
+from ai_service.store.jobs import JobRepository, RetryPolicy
+from ai_service.store.tokens import TokenRepository
 from ai_service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def make_repository(
     settings: Settings, application_name: str, pre_ping: bool = True
 ) -> JobRepository:
-    engine = db.make_engine(settings.database_url, settings.db_pool_size, application_name,
-                            pre_ping)
+    engine = driver.make_engine(settings.database_url, settings.db_pool_size, application_name,
+                                pre_ping)
     policy = RetryPolicy(
         backoff_base=settings.retry_backoff_base,
         backoff_max=settings.retry_backoff_max,

@@ -15,8 +15,8 @@ from ai_service.auth import ROLE_CALLER, hash_token
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
-from ai_service.repository import TokenRepository
 from ai_service.settings_docs import settings_listing, sources_in
+from ai_service.store.tokens import TokenRepository
 
 DESCRIPTION = (
     "Operator commands of the AI Service: schema migrations, a settings check, API tokens "
@@ -67,10 +67,10 @@ def _list_tokens(settings: Settings, _: argparse.Namespace) -> int:
     with _tokens(settings) as tokens:
         rows = tokens.list_tokens()
     for row in rows:
-        revoked = f"{row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else "-"
-        print(f"{row['name']:24} {row['role']:7} {row['prefix'] + '…':9} "
-              f"{row['created_at']:%Y-%m-%d %H:%M:%S}  {revoked:20} "
-              f"{','.join(row['owner_services']) or '-'}")
+        revoked = f"{row.revoked_at:%Y-%m-%d %H:%M:%S}" if row.revoked_at else "-"
+        print(f"{row.name:24} {row.role:7} {row.prefix + '…':9} "
+              f"{row.created_at:%Y-%m-%d %H:%M:%S}  {revoked:20} "
+              f"{','.join(row.owner_services) or '-'}")
     return 0
 
 

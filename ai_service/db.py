@@ -1,5 +1,4 @@
-"""Engine construction and schema migrations. Sessions are not handed out here: the repository
-opens one transaction per operation, so no caller can forget to commit or hold a lock."""
+"""Schema migrations (alembic). Connections are ai_service/driver.py's."""
 
 from __future__ import annotations
 
@@ -9,30 +8,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_engine(
-    url: str, pool_size: int = 5, application_name: str = "ai-service", pre_ping: bool = True
-) -> Engine:
-    """An engine whose pool survives a PostgreSQL restart. With pre_ping, a stale connection is
-    found and replaced before use, at the cost of a round trip per checkout. Without it, the
-    first statement after a restart fails (DatabaseUnavailable) and the pool drops every
-    connection older than that failure: right for a caller that retries anyway."""
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
-        pool_timeout=5,
-        # A failed statement's text would quote its parameters: job inputs, that is prompts.
-        hide_parameters=True,
-        connect_args={"connect_timeout": 5, "application_name": application_name},
-    )
 
 
 def alembic_config(url: str) -> Config:

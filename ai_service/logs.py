@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ai_service.rows import JobBrief, JobRow
+
 CONTEXT_FIELDS = ("request_id", "job_id", "task_type", "worker_id", "error_category")
 
 
@@ -113,7 +115,7 @@ def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     root.setLevel(level)
 
 
-def job_context(job: dict[str, Any], worker_id: str | None = None) -> dict[str, Any]:
+def job_context(job: JobRow | JobBrief, worker_id: str | None = None) -> dict[str, Any]:
     """`extra` for a log line about a job."""
-    return {"job_id": job["id"], "task_type": job.get("task_type"),
-            "worker_id": worker_id or job.get("worker_id")}
+    return {"job_id": job.id, "task_type": job.task_type,
+            "worker_id": worker_id or job.worker_id}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,10 +32,13 @@ from prometheus_client.registry import Collector
 
 from ai_service.config import Settings, declared_default
 from ai_service.inputs import BUILT_IN
+from ai_service.rows import JobBrief, JobRow
 from ai_service.states import ErrorCategory
 
 if TYPE_CHECKING:
-    from ai_service.repository import JobRepository
+    from ai_service.store.jobs import JobRepository
+
+Job = JobRow | JobBrief
 
 OTHER = "other"
 # The built-in task types (their input is checked at create, ai_service/inputs.py), and the
@@ -79,9 +82,9 @@ def configure(settings: Settings) -> None:
                          _known.model_profiles | mine.model_profiles)
 
 
-def job_labels(job: dict) -> tuple[str, str]:
+def job_labels(job: JobRow | JobBrief) -> tuple[str, str]:
     """(task_type, model_profile) of a job as its series are labelled."""
-    return _known.job(job["task_type"], job["model_profile"])
+    return _known.job(job.task_type, job.model_profile)
 
 
 def category_label(category: str) -> str:
@@ -142,7 +145,8 @@ class QueueCollector(Collector):
         snapshot = self.repository.queue_snapshot()
         counts: Tally[tuple[str, str, str]] = Tally()
         for row in snapshot["depth"]:
-            counts[(row["status"], *job_labels(row))] += row["count"]
+            labels = _known.job(row["task_type"], row["model_profile"])
+            counts[(row["status"], *labels)] += row["count"]
         for labels, count in counts.items():
             depth.add_metric(list(labels), count)
         oldest.add_metric([], snapshot["oldest_pending_age_seconds"] or 0.0)
@@ -163,38 +167,38 @@ def render(repository: JobRepository) -> tuple[bytes, str]:
     return body + generate_latest(queue_registry), CONTENT_TYPE_LATEST
 
 
-def record_created(created: list[tuple[dict, bool]]) -> None:
+def record_created(created: Sequence[tuple[JobRow | JobBrief, bool]]) -> None:
     """(job, created) pairs from create_jobs; jobs an idempotency key returned are not new."""
     for labels, count in Tally(job_labels(job) for job, new in created if new).items():
         JOBS_CREATED.labels(*labels).inc(count)
 
 
-def _by_labels(jobs: Iterable[dict]) -> dict[tuple[str, str], list[dict]]:
+def _by_labels(jobs: Iterable[Job]) -> dict[tuple[str, str], list[Job]]:
     """Jobs grouped by their labels: one label lookup per group, not per job."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
         groups.setdefault(job_labels(job), []).append(job)
     return groups
 
 
-def record_claimed(jobs: list[dict], now_epoch: float) -> None:
+def record_claimed(jobs: list[JobRow], now_epoch: float) -> None:
     for labels, group in _by_labels(jobs).items():
         JOBS_CLAIMED.labels(*labels).inc(len(group))
         waited = JOB_QUEUE_WAIT_SECONDS.labels(*labels)
         for job in group:
-            waited.observe(max(0.0, now_epoch - job["run_after"].timestamp()))
+            waited.observe(max(0.0, now_epoch - job.run_after.timestamp()))
 
 
-def record_completed(jobs: Iterable[dict]) -> None:
+def record_completed(jobs: Iterable[JobRow | JobBrief]) -> None:
     for labels, group in _by_labels(jobs).items():
         JOBS_COMPLETED.labels(*labels).inc(len(group))
 
 
-def record_finished(job: dict, category: str | None = None) -> None:
+def record_finished(job: JobRow | JobBrief, category: str | None = None) -> None:
     """A stored outcome: completed (category None) or a failed attempt."""
     labels = job_labels(job)
     if category is None:
         JOBS_COMPLETED.labels(*labels).inc()
     else:
-        final = str(job["status"] == "failed").lower()
+        final = str(job.status == "failed").lower()
         JOBS_FAILED.labels(*labels, category_label(category), final).inc()

@@ -15,7 +15,7 @@ import threading
 
 from ai_service.backoff import Backoff
 from ai_service.listen import listening
-from ai_service.repository import TOKENS_CHANNEL
+from ai_service.notifications import TOKENS_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from ai_service.auth import ROLE_ADMIN, Principal, hash_token
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 
 # Failed sign-ins from one address that cost nothing; the next one blocks the address, for
 # twice as long each time, until it has been quiet for LOGIN_QUIET_SECONDS.
@@ -105,8 +105,8 @@ def block_seconds(failures: int) -> float | None:
 
 class OpsSessionRepository:
     def __init__(self, jobs: JobRepository) -> None:
-        self._transaction = jobs._transaction
-        self._statement = jobs._statement
+        self._transaction = jobs.driver.transaction
+        self._statement = jobs.driver.statement
 
     def open(self, token: str, lifetime_seconds: float) -> OpenedSession | None:
         """A session for this admin token; None when it is not an active admin token."""

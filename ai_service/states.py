@@ -1,7 +1,7 @@
 """The job state model in one place: statuses, the events the audit trail records, the failure
 categories with their retry rules, and which action moves a job from which status to which.
 
-The SQL in repository.py spells these as literals (a statement cannot import an enum);
+The SQL in ai_service/sql/*.sql spells these as literals (a statement cannot import an enum);
 tests/unit/test_states.py holds every status-changing statement against TRANSITIONS, and
 tests/integration/test_state_schema.py holds the jobs table's CHECK constraint and partial
 indexes against JobStatus, so a new state or event is declared here first and the tests name

@@ -11,8 +11,9 @@ from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
-from ai_service.repository import JobRepository, Row
+from ai_service.rows import JobRow
 from ai_service.states import ErrorCategory
+from ai_service.store.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,12 @@ class Sweeper:
         if self._thread.is_alive():
             self._thread.join()
 
-    def sweep(self) -> list[Row]:
+    def sweep(self) -> list[JobRow]:
         """One round: fail the exhausted leases (none while another process sweeps)."""
         failed = self.repository.expire_exhausted_leases()
         for job in failed:
             log.info("job %s failed: its worker stopped renewing the lease and no attempts are "
-                     "left", job["id"], extra={**job_context(job),
+                     "left", job.id, extra={**job_context(job),
                                                 "error_category": ErrorCategory.LEASE_EXPIRED})
             metrics.record_finished(job, ErrorCategory.LEASE_EXPIRED)
         return failed

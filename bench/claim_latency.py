@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
-from ai_service.repository import JobRepository, NewJob
+from ai_service.rows import NewJob
+from ai_service.store.jobs import JobRepository
 from bench.common import fresh_database
 
 FINISHED = 1_000_000

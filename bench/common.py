@@ -23,7 +23,7 @@ from ai_service import db
 from ai_service.app import make_repository
 from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster, free_port
-from ai_service.repository import TokenRepository
+from ai_service.store.tokens import TokenRepository
 
 ROOT = Path(__file__).resolve().parent.parent
 

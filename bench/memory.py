@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
-from ai_service.repository import NewJob
+from ai_service.rows import NewJob
 from bench.common import (
     ROOT,
     admin_token,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
-from ai_service.repository import NewJob
+from ai_service.rows import NewJob
 from bench.common import ROOT, fake_llm_server, fresh_database, service_env, throwaway_postgres
 from bench.worker_throughput import CLAIM_LIMIT, wait_all_completed
 

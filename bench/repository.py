@@ -15,7 +15,8 @@ from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster
 from ai_service.logs import configure_logging
 from ai_service.providers.http import AbortSignal
-from ai_service.repository import JobRepository, NewJob
+from ai_service.rows import JobRow, NewJob
+from ai_service.store.jobs import JobRepository
 from bench.common import CpuMeter, Drain, fresh_database, start_together
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Completed, Outcome
@@ -50,7 +51,7 @@ class NoopRunner:
     task_types = frozenset({"noop"})
     model_profiles = frozenset({"none"})
 
-    def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
+    def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
         return Completed({"ok": True})
 
 

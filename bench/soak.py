@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import load_settings
-from ai_service.repository import JobRepository, Lease, NewJob
+from ai_service.rows import Lease, NewJob
+from ai_service.store.jobs import JobRepository
 from bench.common import fresh_database
 
 TOTAL = 200_000
@@ -56,7 +57,7 @@ def run(cluster: Any, total: int = TOTAL) -> list[dict[str, Any]]:
                 time.sleep(0.005)
                 continue
             repo.complete_jobs("soak", [
-                (Lease(j["id"], "soak", j["lease_token"]), {"ok": True}) for j in jobs
+                (Lease(j.id, "soak", j.lease_token), {"ok": True}) for j in jobs
             ])
             before, done[0] = done[0], done[0] + len(jobs)
             if done[0] // WINDOW > before // WINDOW:

@@ -16,7 +16,8 @@ from ai_service import db
 from ai_service.app import make_repository
 from ai_service.config import Settings, load_settings
 from ai_service.localpg import LocalCluster, free_port
-from ai_service.repository import JobRepository, TokenRepository
+from ai_service.store.jobs import JobRepository
+from ai_service.store.tokens import TokenRepository
 from tests.support.fake_llm import FakeLLMServer
 
 TEMPLATE = "ai_service_template"

@@ -15,15 +15,15 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
-from ai_service.repository import JobRepository, Lease
+from ai_service.rows import JobRow, Lease
 from ai_service.states import ErrorCategory
+from ai_service.store.jobs import JobRepository
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
 from worker.runners import Abandoned, Failed, Outcome, Runner
@@ -47,7 +47,7 @@ class WorkerConfig:
 
 @dataclass
 class RunningJob:
-    job: dict[str, Any]
+    job: JobRow
     lease: Lease
     runner: Runner
     signal: AbortSignal = field(default_factory=AbortSignal)
@@ -181,13 +181,13 @@ class Worker:
             self._start(job)
         return len(jobs)
 
-    def _start(self, job: dict[str, Any]) -> None:
-        lease = Lease(job["id"], self.config.worker_id, job["lease_token"])
-        runner = self._by_route[(job["task_type"], job["model_profile"])]
+    def _start(self, job: JobRow) -> None:
+        lease = Lease(job.id, self.config.worker_id, job.lease_token)
+        runner = self._by_route[(job.task_type, job.model_profile)]
         running = RunningJob(job, lease, runner)
         with self._lock:
             self._running[lease] = running
-        log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"],
+        log.info("claimed job %s (%s, attempt %d)", job.id, job.task_type, job.attempts,
                  extra=job_context(job))
         self._jobs.put(running)
 

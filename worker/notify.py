@@ -17,7 +17,7 @@ import psycopg
 
 from ai_service.backoff import Backoff
 from ai_service.listen import listening
-from ai_service.repository import NOTIFY_CHANNEL, parse_stop_payload
+from ai_service.notifications import NOTIFY_CHANNEL, parse_stop_payload
 
 log = logging.getLogger("worker.notify")
 

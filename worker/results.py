@@ -16,8 +16,9 @@ from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.logs import job_context
-from ai_service.repository import JobRepository, Lease
+from ai_service.rows import Lease
 from ai_service.states import ErrorCategory
+from ai_service.store.jobs import JobRepository
 from worker.runners import Completed, Failed, Outcome
 
 log = logging.getLogger("worker")
@@ -130,8 +131,8 @@ class ResultWriter:
         metrics.record_completed(done.values())
         for result in results:
             job = done.get(result.lease.job_id)
-            if job is not None and job["lease_token"] == result.lease.lease_token:
-                log.info("job %s completed", job["id"], extra=job_context(job))
+            if job is not None and job.lease_token == result.lease.lease_token:
+                log.info("job %s completed", job.id, extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",
                             result.lease.job_id, extra=_lease_context(result.lease))
@@ -153,7 +154,7 @@ class ResultWriter:
             return
         metrics.record_finished(job, outcome.category)
         log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
-                 job["status"], extra={**job_context(job), "error_category": outcome.category})
+                 job.status, extra={**job_context(job), "error_category": outcome.category})
 
     def _retrying(self, write: object) -> None:
         """Retry through database outages: a result we hold is not lost because PostgreSQL

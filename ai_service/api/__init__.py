@@ -8,7 +8,7 @@ from flask import current_app
 
 from ai_service.api.errors import ServiceApi
 from ai_service.config import Settings
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 
 
 @dataclass

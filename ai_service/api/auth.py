@@ -14,8 +14,8 @@ from flask import Flask, g, request
 
 from ai_service.auth import ANONYMOUS_ADMIN, Principal, hash_token
 from ai_service.errors import Forbidden, Unauthorized
-from ai_service.repository import TokenRepository
 from ai_service.revocation import RevocationListener
+from ai_service.store.tokens import TokenRepository
 
 log = logging.getLogger(__name__)
 

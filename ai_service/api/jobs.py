@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import uuid
@@ -16,7 +17,7 @@ from ai_service.api.auth import allow, principal
 from ai_service.api.bodies import Blueprint, json_body
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
 from ai_service.errors import Forbidden, InvalidInput
-from ai_service.repository import Lease, NewJob
+from ai_service.rows import Lease, NewJob
 from ai_service.schemas import (
     ClaimedSchema,
     ClaimSchema,
@@ -111,9 +112,9 @@ class JobBatch(MethodView):
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
         _check_owner(items)
-        created = repository().create_jobs([NewJob(**item) for item in items], brief=True)
+        created = repository().create_jobs_brief([NewJob(**item) for item in items])
         metrics.record_created(created)
-        jobs = [{**job, "created": new} for job, new in created]
+        jobs = [{**dataclasses.asdict(job), "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}
 
 

@@ -187,7 +187,7 @@ def act(job_id: uuid.UUID, action: str) -> Any:
         job = change(job_id)
     except ServiceError as exc:
         return _back("done", exc.message)
-    return _back("done", f"job {job['id']} is now {job['status']}")
+    return _back("done", f"job {job.id} is now {job.status}")
 
 
 def _back(key: str | None = None, value: str = "") -> Response:

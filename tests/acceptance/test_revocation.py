@@ -16,7 +16,7 @@ import requests
 
 from ai_service.app import make_repository
 from ai_service.localpg import free_port
-from ai_service.repository import TokenRepository
+from ai_service.store.tokens import TokenRepository
 from tests.acceptance.conftest import GUNICORN, ROOT, Proc
 from tests.conftest import bearer, make_settings
 

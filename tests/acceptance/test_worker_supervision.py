@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from ai_service.app import make_repository
-from ai_service.repository import JobRepository
+from ai_service.rows import JobRow
+from ai_service.store.jobs import JobRepository
 from tests.acceptance.conftest import WORKER, Proc
 from tests.conftest import make_settings
 from tests.integration.helpers import new_job
@@ -55,15 +56,15 @@ def test_a_worker_whose_thread_dies_of_a_bug_exits_non_zero_and_loses_no_job(
 
         # The platform starts a new one; the job, given back or left to its lease, completes.
         spawn(WORKER, {**base_env, "WORKER_ID": "restarted"}, "worker")
-        assert wait_finished(repo, job["id"])["status"] == "completed"
+        assert wait_finished(repo, job.id).status == "completed"
     finally:
         repo.engine.dispose()
 
 
-def wait_finished(repo: JobRepository, job_id: object, timeout: float = 90) -> dict:
+def wait_finished(repo: JobRepository, job_id: object, timeout: float = 90) -> JobRow:
     deadline = time.monotonic() + timeout
     while True:
         current = repo.get_job(job_id)
-        if current["status"] in ("completed", "failed") or time.monotonic() > deadline:
+        if current.status in ("completed", "failed") or time.monotonic() > deadline:
             return current
         time.sleep(0.1)

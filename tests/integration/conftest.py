@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from ai_service.app import create_app, make_repository
 from ai_service.config import Settings
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.conftest import issue_token, make_settings
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ai_service.repository import JobRepository, Lease, NewJob
+from ai_service.rows import JobBrief, JobRow, Lease, NewJob
+from ai_service.store.jobs import JobRepository
 
 # A task type that is not built in: its input is the caller's own, never checked.
 FREE_FORM = "tg_analysis"
@@ -28,11 +29,11 @@ def new_job(**overrides: Any) -> NewJob:
     return NewJob(**job_body(**overrides))
 
 
-def lease_of(row: dict[str, Any]) -> Lease:
-    return Lease(job_id=row["id"], worker_id=row["worker_id"], lease_token=row["lease_token"])
+def lease_of(row: JobRow | JobBrief) -> Lease:
+    return Lease(job_id=row.id, worker_id=row.worker_id, lease_token=row.lease_token)
 
 
-def claim_one(repo: JobRepository, worker_id: str = "w1", **kwargs: Any) -> dict[str, Any]:
+def claim_one(repo: JobRepository, worker_id: str = "w1", **kwargs: Any) -> JobRow:
     [row] = repo.claim_jobs(worker_id, 1, lease_seconds=kwargs.pop("lease_seconds", 60), **kwargs)
     return row
 

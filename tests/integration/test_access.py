@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ai_service.config import Settings
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
 from tests.integration.helpers import count_jobs, job_body
@@ -46,11 +46,11 @@ def test_health_readiness_and_the_openapi_document_stay_open(app: Flask) -> None
 
 
 def test_a_revoked_token_is_refused(app: Flask, repo: JobRepository) -> None:
-    from ai_service.repository import TokenRepository
+    from ai_service.store.tokens import TokenRepository
 
     token = issue_token(repo, "admin")
-    [row] = [t for t in TokenRepository(repo).list_tokens() if t["prefix"] == token[:8]]
-    TokenRepository(repo).revoke_token(row["name"])
+    [row] = [t for t in TokenRepository(repo).list_tokens() if t.prefix == token[:8]]
+    TokenRepository(repo).revoke_token(row.name)
     assert client_with(app, token).get(f"{API}/stats").status_code == 401
 
 

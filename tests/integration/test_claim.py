@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from ai_service.errors import InvalidInput, JobStateConflict
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, count_jobs, expire_lease, lease_of, new_job
 
 
@@ -30,7 +30,7 @@ def test_claim_never_hands_a_job_to_two_workers(repo: JobRepository) -> None:
                 if not rows:
                     return
                 with lock:
-                    claimed.extend(r["id"] for r in rows)
+                    claimed.extend(r.id for r in rows)
         except BaseException as exc:  # surfaced below: a thread's failure must fail the test
             errors.append(exc)
 
@@ -49,12 +49,12 @@ def test_claim_never_hands_a_job_to_two_workers(repo: JobRepository) -> None:
 def test_claim_marks_jobs_running_with_a_fresh_lease(repo: JobRepository) -> None:
     [(job, _)] = repo.create_jobs([new_job()])
     row = claim_one(repo, "worker-a", lease_seconds=30)
-    assert row["id"] == job["id"]
-    assert row["status"] == "running"
-    assert row["attempts"] == 1
-    assert row["worker_id"] == "worker-a"
-    assert row["lease_token"] is not None
-    remaining = row["lease_expires_at"] - datetime.now(UTC)
+    assert row.id == job.id
+    assert row.status == "running"
+    assert row.attempts == 1
+    assert row.worker_id == "worker-a"
+    assert row.lease_token is not None
+    remaining = row.lease_expires_at - datetime.now(UTC)
     assert timedelta(seconds=20) < remaining <= timedelta(seconds=31)
 
 
@@ -63,7 +63,7 @@ def test_claim_orders_by_priority_then_oldest(repo: JobRepository) -> None:
     repo.create_jobs([new_job(owner_ref="new-high", priority=5)])
     repo.create_jobs([new_job(owner_ref="new-low")])
     rows = repo.claim_jobs("w", 3, lease_seconds=60)
-    assert [r["owner_ref"] for r in rows] == ["new-high", "old-low", "new-low"]
+    assert [r.owner_ref for r in rows] == ["new-high", "old-low", "new-low"]
 
 
 def test_claim_skips_jobs_not_yet_due_and_other_task_types(repo: JobRepository) -> None:
@@ -74,9 +74,9 @@ def test_claim_skips_jobs_not_yet_due_and_other_task_types(repo: JobRepository) 
         new_job(owner_ref="due"),
     ])
     rows = repo.claim_jobs("w", 10, lease_seconds=60, task_types=["llm_chat"])
-    assert [r["owner_ref"] for r in rows] == ["due"]
+    assert [r.owner_ref for r in rows] == ["due"]
     rows = repo.claim_jobs("w", 10, lease_seconds=60, model_profiles=["whisperx"])
-    assert [r["owner_ref"] for r in rows] == ["other"]
+    assert [r.owner_ref for r in rows] == ["other"]
     assert repo.claim_jobs("w", 10, lease_seconds=60) == []
 
 
@@ -84,12 +84,12 @@ def test_an_expired_lease_is_reclaimed_by_another_worker(repo: JobRepository) ->
     repo.create_jobs([new_job()])
     first = claim_one(repo, "crashed")
     assert repo.claim_jobs("other", 1, lease_seconds=60) == []
-    expire_lease(repo, first["id"])
+    expire_lease(repo, first.id)
 
     second = claim_one(repo, "other")
-    assert second["id"] == first["id"]
-    assert second["attempts"] == 2
-    assert second["lease_token"] != first["lease_token"]
+    assert second.id == first.id
+    assert second.attempts == 2
+    assert second.lease_token != first.lease_token
 
 
 def test_a_stalled_worker_cannot_overwrite_the_new_attempt_even_under_the_same_worker_id(
@@ -97,7 +97,7 @@ def test_a_stalled_worker_cannot_overwrite_the_new_attempt_even_under_the_same_w
 ) -> None:
     repo.create_jobs([new_job()])
     stalled = claim_one(repo, "host-1")
-    expire_lease(repo, stalled["id"])
+    expire_lease(repo, stalled.id)
     current = claim_one(repo, "host-1")  # same worker_id, e.g. a restarted process
 
     with pytest.raises(JobStateConflict):
@@ -106,8 +106,8 @@ def test_a_stalled_worker_cannot_overwrite_the_new_attempt_even_under_the_same_w
         repo.fail_job(lease_of(stalled), "timeout", "late", retryable=True)
 
     done = repo.complete_job(lease_of(current), {"content": "fresh"})
-    assert done["status"] == "completed"
-    assert done["result"] == {"content": "fresh"}
+    assert done.status == "completed"
+    assert done.result == {"content": "fresh"}
 
 
 def test_an_expired_lease_with_no_attempts_left_is_never_claimed_and_the_sweep_fails_it(
@@ -115,13 +115,13 @@ def test_an_expired_lease_with_no_attempts_left_is_never_claimed_and_the_sweep_f
 ) -> None:
     repo.create_jobs([new_job(max_attempts=1)])
     first = claim_one(repo, "crashed")
-    expire_lease(repo, first["id"])
+    expire_lease(repo, first.id)
 
     assert repo.claim_jobs("other", 1, lease_seconds=60) == []
-    assert [j["id"] for j in repo.expire_exhausted_leases()] == [first["id"]]
-    job = repo.get_job(first["id"])
-    assert job["status"] == "failed"
-    assert job["error_category"] == "lease_expired"
+    assert [j.id for j in repo.expire_exhausted_leases()] == [first.id]
+    job = repo.get_job(first.id)
+    assert job.status == "failed"
+    assert job.error_category == "lease_expired"
 
 
 def test_model_concurrency_cap_holds_across_concurrent_claimers(repo: JobRepository) -> None:
@@ -143,7 +143,7 @@ def test_model_concurrency_cap_holds_across_concurrent_claimers(repo: JobReposit
     for thread in threads:
         thread.join()
 
-    by_profile = Counter(r["model_profile"] for r in got)
+    by_profile = Counter(r.model_profile for r in got)
     assert by_profile == {"qwen2.5-14b": 3, "whisperx": 5}
 
 
@@ -159,18 +159,18 @@ def test_the_cap_frees_a_slot_when_a_capped_job_finishes(repo: JobRepository) ->
 def test_heartbeat_extends_held_leases_and_reports_lost_ones(repo: JobRepository) -> None:
     repo.create_jobs([new_job(owner_ref="a"), new_job(owner_ref="b")])
     a, b = repo.claim_jobs("w", 2, lease_seconds=5)
-    repo.cancel_job(b["id"])
+    repo.cancel_job(b.id)
 
     held = repo.heartbeat_jobs("w", [lease_of(a), lease_of(b)], lease_seconds=120)
 
     assert held == {lease_of(a)}
-    assert repo.get_job(a["id"])["lease_expires_at"] > a["lease_expires_at"]
+    assert repo.get_job(a.id).lease_expires_at > a.lease_expires_at
 
 
 def test_heartbeat_renews_only_the_attempt_its_token_names(repo: JobRepository) -> None:
     repo.create_jobs([new_job()])
     old = claim_one(repo, "w")
-    repo.retry_job(old["id"])
+    repo.retry_job(old.id)
     new = claim_one(repo, "w")
 
     held = repo.heartbeat_jobs("w", [lease_of(old), lease_of(new)], lease_seconds=120)
@@ -181,9 +181,9 @@ def test_heartbeat_renews_only_the_attempt_its_token_names(repo: JobRepository) 
 def test_release_gives_jobs_back_without_counting_the_attempt(repo: JobRepository) -> None:
     repo.create_jobs([new_job()])
     row = claim_one(repo)
-    assert repo.release_jobs("w1", [lease_of(row)]) == {row["id"]}
-    job = repo.get_job(row["id"])
-    assert (job["status"], job["attempts"]) == ("pending", 0)
+    assert repo.release_jobs("w1", [lease_of(row)]) == {row.id}
+    job = repo.get_job(row.id)
+    assert (job.status, job.attempts) == ("pending", 0)
     with pytest.raises(JobStateConflict):
         repo.complete_job(lease_of(row), {})
 

@@ -7,17 +7,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from ai_service.errors import JobStateConflict
-from ai_service.repository import (
-    NOTIFY_CHANNEL,
-    JobRepository,
-    parse_stop_payload,
-    stop_payload,
-)
+from ai_service.notifications import NOTIFY_CHANNEL, parse_stop_payload, stop_payload
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
 
 
 def events(repo: JobRepository, job_id: object) -> list[tuple]:
-    return [(e["event"], e["status"], e["attempt"], e["worker_id"], e["error_category"])
+    return [(e.event, e.status, e.attempt, e.worker_id, e.error_category)
             for e in repo.list_events(job_id)]
 
 
@@ -28,7 +24,7 @@ def test_a_job_life_is_recorded_transition_by_transition(repo: JobRepository) ->
     second = claim_one(repo, "w2")
     repo.complete_job(lease_of(second), {"content": "ok"})
 
-    assert events(repo, job["id"]) == [
+    assert events(repo, job.id) == [
         ("created", "pending", 0, None, None),
         ("claimed", "running", 1, "w1", None),
         ("attempt_failed", "pending", 1, "w1", "timeout"),
@@ -42,43 +38,43 @@ def test_reclaims_releases_deferrals_cancels_and_retries_are_recorded(
 ) -> None:
     [(job, _)] = repo.create_jobs([new_job(max_attempts=5)])
     crashed = claim_one(repo, "crashed")
-    expire_lease(repo, job["id"])
+    expire_lease(repo, job.id)
     second = claim_one(repo, "w2")
     repo.release_jobs("w2", [lease_of(second)])
     third = claim_one(repo, "w3")
     repo.defer_job(lease_of(third), "rate_limited", "429", retry_after=0)
-    repo.cancel_job(job["id"])
-    repo.retry_job(job["id"])
+    repo.cancel_job(job.id)
+    repo.retry_job(job.id)
 
-    assert [e[0] for e in events(repo, job["id"])] == [
+    assert [e[0] for e in events(repo, job.id)] == [
         "created", "claimed", "reclaimed", "released", "claimed", "deferred", "cancelled",
         "retried",
     ]
-    assert crashed["worker_id"] == "crashed"
+    assert crashed.worker_id == "crashed"
 
 
 def test_an_exhausted_expired_lease_is_recorded(repo: JobRepository) -> None:
     [(job, _)] = repo.create_jobs([new_job(max_attempts=1)])
     claim_one(repo, "crashed")
-    expire_lease(repo, job["id"])
+    expire_lease(repo, job.id)
     repo.expire_exhausted_leases()
-    assert events(repo, job["id"])[-1] == ("lease_expired", "failed", 1, "crashed",
-                                           "lease_expired")
+    assert events(repo, job.id)[-1] == ("lease_expired", "failed", 1, "crashed",
+                                        "lease_expired")
 
 
 def test_a_refused_change_records_nothing(repo: JobRepository) -> None:
     [(job, _)] = repo.create_jobs([new_job()])
-    repo.cancel_job(job["id"])
+    repo.cancel_job(job.id)
     with pytest.raises(JobStateConflict):
-        repo.cancel_job(job["id"])
-    assert [e[0] for e in events(repo, job["id"])] == ["created", "cancelled"]
+        repo.cancel_job(job.id)
+    assert [e[0] for e in events(repo, job.id)] == ["created", "cancelled"]
 
 
 def test_events_endpoint_returns_the_trail(client: FlaskClient) -> None:
     job = client.post("/api/v1/jobs", json=job_body()).json
     client.post(f"/api/v1/jobs/{job['id']}/cancel")
     trail = client.get(f"/api/v1/jobs/{job['id']}/events").json
-    assert [e["event"] for e in trail] == ["created", "cancelled"]
+    assert [e['event'] for e in trail] == ["created", "cancelled"]
     assert set(trail[0]) == {"id", "at", "event", "status", "worker_id", "attempt",
                              "error_category", "message"}
 
@@ -99,11 +95,11 @@ def test_cancel_and_retry_of_a_running_job_notify_a_stop_of_that_attempt(
     repo.create_jobs([new_job(), new_job(owner_ref="other")])
     first, second = repo.claim_jobs("w", 2, lease_seconds=60)
     with _notifications(database_url) as listener:
-        repo.cancel_job(first["id"])
-        repo.retry_job(second["id"])
+        repo.cancel_job(first.id)
+        repo.retry_job(second.id)
         payloads = _payloads(listener)
-    assert stop_payload(first["id"], first["lease_token"]) in payloads
-    assert stop_payload(second["id"], second["lease_token"]) in payloads
+    assert stop_payload(first.id, first.lease_token) in payloads
+    assert stop_payload(second.id, second.lease_token) in payloads
     assert "" in payloads  # the retried job is claimable: workers are woken
 
 
@@ -112,7 +108,7 @@ def test_cancel_of_a_pending_job_and_retry_of_a_failed_one_stop_nothing(
 ) -> None:
     [(pending, _)] = repo.create_jobs([new_job()])
     with _notifications(database_url) as listener:
-        repo.cancel_job(pending["id"])
-        repo.retry_job(pending["id"])
+        repo.cancel_job(pending.id)
+        repo.retry_job(pending.id)
         payloads = _payloads(listener)
     assert all(parse_stop_payload(p) is None for p in payloads)

@@ -7,7 +7,7 @@ import json
 import pytest
 from flask.testing import FlaskClient
 
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import FREE_FORM, count_jobs, job_body
 
 API = "/api/v1"
@@ -101,7 +101,7 @@ def test_bad_claims_are_422_and_claim_nothing(
 def test_a_result_with_nul_is_refused_and_the_job_stays_running(client: FlaskClient) -> None:
     client.post(f"{API}/jobs", json=job_body())
     [job] = client.post(f"{API}/jobs/claim", json={"worker_id": "w"}).json["jobs"]
-    body = {"worker_id": "w", "lease_token": job["lease_token"], "result": {"t": "a\u0000"}}
+    body = {"worker_id": "w", "lease_token": job['lease_token'], "result": {"t": "a\u0000"}}
     assert client.post(f"{API}/jobs/{job['id']}/complete", json=body).status_code == 422
     assert client.get(f"{API}/jobs/{job['id']}").json["status"] == "running"
 
@@ -229,7 +229,7 @@ def test_a_lone_surrogate_in_a_worker_report_is_a_400_and_the_lease_holds(
                            json=lease_body(running, **fields))
     assert_small_400(response, "surrogate")
     job = client.get(f"{API}/jobs/{running['id']}").json
-    assert (job["status"], job["attempts"], job["error_message"]) == ("running", 1, None)
+    assert (job['status'], job['attempts'], job['error_message']) == ("running", 1, None)
     done = client.post(f"{API}/jobs/{running['id']}/complete", json=lease_body(running, result=1))
     assert done.status_code == 200
 

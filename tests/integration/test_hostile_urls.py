@@ -34,7 +34,7 @@ def transcribe(w: RunningWorker, audio_url: str, **fields: Any) -> Any:
         task_type="transcribe", model_profile="whisperx", input={"audio_url": audio_url},
         **fields,
     )])
-    return job["id"]
+    return job.id
 
 
 def asr_requests(fake_llm: FakeLLMServer) -> list[dict]:
@@ -54,10 +54,10 @@ def test_a_loopback_audio_url_fails_the_job_at_once_with_nothing_fetched(
     w = start_worker(AUDIO_URL_ALLOW="")
     job_id = transcribe(w, f"http://{host}:{source.port}/audio/call.wav", max_attempts=3)
     done = w.wait_finished(job_id)
-    assert (done["status"], done["error_category"], done["attempts"]) == (
+    assert (done.status, done.error_category, done.attempts) == (
         "failed", "invalid_input", 1)
-    assert done["error_message"].startswith(f"audio_url: {rule}")
-    assert done["error_message"].endswith("; AUDIO_URL_ALLOW opens internal sources")
+    assert done.error_message.startswith(f"audio_url: {rule}")
+    assert done.error_message.endswith("; AUDIO_URL_ALLOW opens internal sources")
     assert source.paths == [] and asr_requests(fake_llm) == []
 
 
@@ -66,7 +66,7 @@ def test_the_allow_list_opens_an_internal_source(
 ) -> None:
     w = start_worker(AUDIO_URL_ALLOW="127.0.0.1")
     done = w.wait_finished(transcribe(w, f"{source.root_url}/audio/call.wav"))
-    assert done["status"] == "completed", done
+    assert done.status == "completed", done
     assert source.paths == ["/audio/call.wav"]
 
 
@@ -77,8 +77,8 @@ def test_a_redirect_to_a_loopback_address_is_refused(
     w = start_worker(AUDIO_URL_ALLOW="127.0.0.1")
     hidden = f"http://0.0.0.0:{source.port}/audio/call.wav"
     done = w.wait_finished(transcribe(w, f"{source.root_url}/redirect?to={hidden}"))
-    assert (done["status"], done["error_category"]) == ("failed", "invalid_input")
-    assert done["error_message"] == (
+    assert (done.status, done.error_category) == ("failed", "invalid_input")
+    assert done.error_message == (
         "audio_url: 0.0.0.0 is an unspecified address; AUDIO_URL_ALLOW opens internal sources")
     assert source.paths == ["/redirect"] and asr_requests(fake_llm) == []
 
@@ -96,8 +96,8 @@ def test_redirects_are_followed_three_times_and_no_more(
 
     three = w.wait_finished(transcribe(w, hops(3)))
     four = w.wait_finished(transcribe(w, hops(4)))
-    assert three["status"] == "completed", three
-    assert (four["status"], four["error_category"], four["error_message"]) == (
+    assert three.status == "completed", three
+    assert (four.status, four.error_category, four.error_message) == (
         "failed", "invalid_input", "audio_url: more than 3 redirects")
 
 
@@ -113,7 +113,7 @@ def test_a_redirect_to_anything_but_an_http_url_is_refused(
     w = start_worker()
     redirect = f"{source.root_url}/redirect?to={quote(location, safe='')}"
     done = w.wait_finished(transcribe(w, redirect))
-    assert (done["status"], done["error_category"], done["error_message"]) == (
+    assert (done.status, done.error_category, done.error_message) == (
         "failed", "invalid_input", message)
 
 
@@ -122,13 +122,13 @@ def test_an_error_page_reaches_the_job_as_its_status_only(
 ) -> None:
     w = start_worker()
     done = w.wait_finished(transcribe(w, f"{source.root_url}/status/403"))
-    assert (done["status"], done["error_category"], done["error_message"]) == (
+    assert (done.status, done.error_category, done.error_message) == (
         "failed", "invalid_input", "audio_url: HTTP 403 Forbidden")
     with w.repo.engine.connect() as conn:
         stored = conn.execute(text(
             "SELECT (SELECT j::text FROM jobs j WHERE j.id = :id)"
             " || (SELECT string_agg(e::text, ' ') FROM job_events e WHERE e.job_id = :id)"
-        ), {"id": done["id"]}).scalar_one()
+        ), {"id": done.id}).scalar_one()
     assert "HTTP 403 Forbidden" in stored and "hunter2" not in stored
 
 
@@ -141,7 +141,7 @@ def test_unreachable_sources_read_the_same_whatever_stopped_them(
     dropped = w.wait_finished(transcribe(w, f"{source.root_url}/drop", max_attempts=1))
     not_tls = w.wait_finished(transcribe(w, f"https://127.0.0.1:{source.port}/a.wav",
                                          max_attempts=1))
-    outcomes = {(job["status"], job["error_category"], job["error_message"])
+    outcomes = {(job.status, job.error_category, job.error_message)
                 for job in (refused, dropped, not_tls)}
     assert outcomes == {("failed", "provider_unavailable", "could not fetch audio_url")}
 
@@ -152,8 +152,8 @@ def test_a_dribbling_audio_source_ends_the_job_at_the_whisperx_timeout(
     w = start_worker(WHISPERX_TIMEOUT="2s")
     job_id = transcribe(w, f"{source.root_url}/dribble", max_attempts=1)
     done = w.wait_finished(job_id, timeout=30)
-    assert (done["status"], done["error_category"]) == ("failed", "timeout")
-    ran = (done["finished_at"] - done["started_at"]).total_seconds()
+    assert (done.status, done.error_category) == ("failed", "timeout")
+    ran = (done.finished_at - done.started_at).total_seconds()
     assert ran < 2 + SLACK
 
 
@@ -162,7 +162,7 @@ def test_a_dribbling_llm_ends_the_job_at_the_llm_timeout(
 ) -> None:
     w = start_worker(LLM_BASE_URL=f"{source.root_url}/dribble-sized/v1", LLM_TIMEOUT="2s")
     [(job, _)] = w.repo.create_jobs([new_job(input={"user": "hi"}, max_attempts=1)])
-    done = w.wait_finished(job["id"], timeout=30)
-    assert (done["status"], done["error_category"]) == ("failed", "timeout")
-    ran = (done["finished_at"] - done["started_at"]).total_seconds()
+    done = w.wait_finished(job.id, timeout=30)
+    assert (done.status, done.error_category) == ("failed", "timeout")
+    ran = (done.finished_at - done.started_at).total_seconds()
     assert ran < 2 + SLACK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import FREE_FORM, count_jobs, job_body
 
 API = "/api/v1"
@@ -34,7 +34,7 @@ def test_a_replayed_batch_with_such_numbers_returns_the_same_jobs(client: FlaskC
     first = client.post(f"{API}/jobs/batch", json=body).json
     again = client.post(f"{API}/jobs/batch", json=body)
     assert again.status_code == 201, again.get_data(as_text=True)
-    assert [j["id"] for j in again.json["jobs"]] == [j["id"] for j in first["jobs"]]
+    assert [j['id'] for j in again.json["jobs"]] == [j['id'] for j in first["jobs"]]
     assert again.json["created"] == 0
 
 
@@ -58,9 +58,9 @@ def test_one_key_under_two_owner_services_in_a_batch_answers_each_services_own_j
     again = client.post(f"{API}/jobs/batch", json=body)
     assert again.status_code == 201, again.get_data(as_text=True)
     replayed = again.json["jobs"]
-    assert [j["id"] for j in replayed] == [j["id"] for j in first]
-    assert [j["owner_ref"] for j in replayed] == ["beeline/42", "channel/42"]
-    assert len({j["id"] for j in replayed}) == 2
+    assert [j['id'] for j in replayed] == [j['id'] for j in first]
+    assert [j['owner_ref'] for j in replayed] == ["beeline/42", "channel/42"]
+    assert len({j['id'] for j in replayed}) == 2
     assert count_jobs(repo) == 2
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import FREE_FORM, count_jobs, job_body, statement_sizes
 
 API = "/api/v1"

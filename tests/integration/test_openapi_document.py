@@ -16,7 +16,7 @@ import ai_service.app  # noqa: F401  (imports every module that defines an error
 from ai_service.api.errors import _HTTP_CODES
 from ai_service.errors import ServiceError
 from ai_service.models import JOB_STATUSES
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.conftest import issue_token
 from tests.integration.conftest import client_with
 from tests.integration.helpers import job_body, new_job
@@ -130,7 +130,7 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
     for role, client in clients.items():
         for method, path, operation in operations(doc):
             name = operation["operationId"]
-            url = path.replace("{job_id}", str(job["id"]))
+            url = path.replace("{job_id}", str(job.id))
             response = client.open(url, method=method.upper(), json=bodies.get(name))
             assert str(response.status_code) in operation["responses"], (role, name, response.json)
             assert (response.status_code == 401) == (role == "anonymous"), (role, name)

@@ -9,7 +9,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.conftest import issue_token
 from tests.integration.helpers import new_job
 

@@ -27,7 +27,7 @@ def providers(app: Flask) -> dict[str, dict]:
     response = client_with(app, issue_token(url, "admin")).get("/api/v1/providers/status")
     assert response.status_code == 200
     assert SECRET not in response.get_data(as_text=True)
-    return {p["name"]: p for p in response.json["providers"]}
+    return {p['name']: p for p in response.json["providers"]}
 
 
 def test_healthz_and_readyz_when_all_is_well(app: Flask) -> None:
@@ -131,6 +131,6 @@ def test_without_pre_ping_a_database_restart_costs_the_worker_one_failed_call(
         with pytest.raises(DatabaseUnavailable):
             repo.claim_jobs("w", 1, lease_seconds=60)
         assert len(repo.claim_jobs("w", 2, lease_seconds=60)) == 2
-        assert list(repo.complete_jobs("w", [(lease_of(held), {"ok": True})])) == [held["id"]]
+        assert list(repo.complete_jobs("w", [(lease_of(held), {"ok": True})])) == [held.id]
     finally:
         repo.engine.dispose()

@@ -4,10 +4,10 @@ so a long history of finished jobs never slows them down."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 
-from ai_service import repository as queries
-from ai_service.repository import JobRepository
+from ai_service.sql import queries
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 
 HISTORY = text("""
@@ -29,20 +29,20 @@ def test_the_overview_counts_unfinished_jobs_and_the_last_hours_finished_ones(
     repo.complete_job(lease_of(done), {"ok": True})
     repo.fail_job(lease_of(failing), "auth", "HTTP 401", retryable=False)
     repo.fail_job(lease_of(retrying), "timeout", "no answer", retryable=True)
-    repo.cancel_job(repo.create_jobs([new_job(owner_ref="dropped")])[0][0]["id"])
+    repo.cancel_job(repo.create_jobs([new_job(owner_ref="dropped")])[0][0].id)
 
     overview = repo.ops_overview()
 
     assert overview["totals"] == {"pending": 3, "running": 1, "completed": 1, "failed": 1,
                                   "cancelled": 1}
     assert [(f["id"], f["status"]) for f in overview["recent_failures"]] == [
-        (retrying["id"], "pending"), (failing["id"], "failed")]
+        (retrying.id, "pending"), (failing.id, "failed")]
     seen = {w["worker_id"]: w["running"] for w in overview["workers"]}
     assert seen == {"w-0": 0, "w-1": 0, "w-3": 1}  # w-2's job is back to pending
 
 
 @pytest.mark.parametrize("statement", [
-    "_QUEUE_DEPTH", "_THROUGHPUT", "_RECENT_FAILURES", "_WORKERS_SEEN",
+    "queue_depth", "throughput", "recent_failures", "workers_seen",
 ])
 def test_the_operations_reads_never_scan_the_jobs_history(
     repo: JobRepository, statement: str
@@ -53,6 +53,6 @@ def test_the_operations_reads_never_scan_the_jobs_history(
         conn.execute(HISTORY)
         conn.execute(text("ANALYZE jobs"))
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        query: TextClause = getattr(queries, statement)
-        plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {query.text}"), {"limit": 20}))
+        plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {queries[statement]}"),
+                                                      {"limit": 20}))
     assert "Seq Scan" not in plan, plan

@@ -17,8 +17,9 @@ from werkzeug.test import TestResponse
 from ai_service.api.ops_page import COOKIE, TOKEN_COOKIE
 from ai_service.auth import hash_token
 from ai_service.config import Settings
-from ai_service.repository import JobRepository, TokenRepository
 from ai_service.sessions import LOGIN_BLOCK_FIRST, LOGIN_FREE_FAILURES
+from ai_service.store.jobs import JobRepository
+from ai_service.store.tokens import TokenRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.helpers import claim_one, lease_of, new_job
 
@@ -62,7 +63,7 @@ def shows_the_page(response: TestResponse) -> bool:
 def failed_job(repo: JobRepository) -> uuid.UUID:
     [(job, _)] = repo.create_jobs([new_job(max_attempts=1)])
     repo.fail_job(lease_of(claim_one(repo)), "auth", "HTTP 401")
-    return job["id"]
+    return job.id
 
 
 def run_sql(repo: JobRepository, sql: str, **params: object) -> list:
@@ -136,9 +137,9 @@ def test_revoking_the_token_ends_its_sessions(
 ) -> None:
     browser = signed_in(app, admin_token)
     other = signed_in(app, issue_token(repo, "admin"))
-    [row] = [t for t in TokenRepository(repo).list_tokens() if t["prefix"] == admin_token[:8]]
+    [row] = [t for t in TokenRepository(repo).list_tokens() if t.prefix == admin_token[:8]]
 
-    assert TokenRepository(repo).revoke_token(row["name"]) == 1
+    assert TokenRepository(repo).revoke_token(row.name) == 1
 
     assert not shows_the_page(browser.get("/"))
     assert shows_the_page(other.get("/"))
@@ -180,14 +181,14 @@ def test_retry_cancel_and_sign_out_need_the_sessions_csrf_token(
             refused = browser.post(path, data=forged)
             assert refused.status_code == 403, (path, forged)
             assert 'id="refused"' in refused.get_data(as_text=True)
-    assert repo.get_job(job_id)["status"] == "failed"
+    assert repo.get_job(job_id).status == "failed"
     assert shows_the_page(browser.get("/"))  # the forged sign-out ended nothing
 
     done = browser.post(f"/ops/jobs/{job_id}/retry", data={"csrf": csrf})
     assert done.status_code == 303 and "now+pending" in done.headers["Location"]
-    assert repo.get_job(job_id)["status"] == "pending"
+    assert repo.get_job(job_id).status == "pending"
     assert browser.post(f"/ops/jobs/{job_id}/cancel", data={"csrf": csrf}).status_code == 303
-    assert repo.get_job(job_id)["status"] == "cancelled"
+    assert repo.get_job(job_id).status == "cancelled"
 
 
 def test_every_page_response_forbids_framing(
@@ -232,7 +233,7 @@ def test_a_signed_out_cookie_cannot_sign_out_or_act_again(
     replay.set_cookie(COOKIE, sid)
     response = replay.post(f"/ops/jobs/{job_id}/retry", data={"csrf": csrf})
     assert response.status_code == 303 and "error=token" in response.headers["Location"]
-    assert repo.get_job(job_id)["status"] == "failed"
+    assert repo.get_job(job_id).status == "failed"
 
 
 def from_address(app: Flask, address: str) -> FlaskClient:
@@ -310,11 +311,11 @@ def test_without_auth_the_page_takes_no_cross_site_form(
 
     assert client.post(path, headers={"Origin": "https://evil.example"}).status_code == 403
     assert client.post(path, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
-    assert repo.get_job(job_id)["status"] == "failed"
+    assert repo.get_job(job_id).status == "failed"
     same_site = client.post(path, headers={"Origin": "http://localhost",
                                            "Sec-Fetch-Site": "same-origin"})
     assert same_site.status_code == 303
-    assert repo.get_job(job_id)["status"] == "pending"
+    assert repo.get_job(job_id).status == "pending"
 
 
 def test_ipv6_sign_in_failures_count_per_64(app: Flask, repo: JobRepository) -> None:

@@ -18,8 +18,11 @@ from sqlalchemy import text
 
 from ai_service.app import make_repository
 from ai_service.config import Settings
+from ai_service.errors import DatabaseUnavailable
 from ai_service.localpg import LocalCluster
-from ai_service.repository import JobRepository, Lease, TokenRepository
+from ai_service.rows import Lease
+from ai_service.store.jobs import JobRepository
+from ai_service.store.tokens import TokenRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
 from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
@@ -56,7 +59,7 @@ def test_every_repository_call_raises_database_unavailable_while_postgresql_is_d
             "heartbeat": lambda: repo.heartbeat_jobs("w1", [lease], 60),
             "release": lambda: repo.release_jobs("w1", [lease]),
             "create": lambda: repo.create_jobs([new_job()]),
-            "read": lambda: repo.get_job(held["id"]),
+            "read": lambda: repo.get_job(held.id),
             "stats": repo.stats,
             "token lookup": lambda: TokenRepository(repo).principal_for("unknown"),
         }
@@ -67,7 +70,7 @@ def test_every_repository_call_raises_database_unavailable_while_postgresql_is_d
             own_cluster.start()
         assert raised == dict.fromkeys(calls, "DatabaseUnavailable")
         # The same repository works again: no restart of the process is needed.
-        assert list(repo.complete_jobs("w1", [(lease, {"ok": True})])) == [held["id"]]
+        assert list(repo.complete_jobs("w1", [(lease, {"ok": True})])) == [held.id]
     finally:
         repo.engine.dispose()
 
@@ -187,7 +190,7 @@ def test_an_unexpected_database_error_is_logged_without_its_statement_or_paramet
     assert response.status_code == 500
     assert response.json["error"]["details"]["request_id"]
     assert "InsufficientPrivilege: permission denied for table jobs" in caplog.text
-    assert "repository.py" in caplog.text  # where it happened is kept
+    assert "store/jobs.py" in caplog.text  # where it happened is kept
     assert SECRET_PROMPT not in caplog.text
     assert "INSERT INTO" not in caplog.text
 
@@ -199,8 +202,8 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
     repo.create_jobs([new_job(owner_ref="kept"), new_job(owner_ref="reclaimed")])
     kept = claim_one(repo, "w1")
     lost = claim_one(repo, "w1")
-    expire_lease(repo, lost["id"])
-    assert claim_one(repo, "w2")["id"] == lost["id"]  # another worker took it over meanwhile
+    expire_lease(repo, lost.id)
+    assert claim_one(repo, "w2").id == lost.id  # another worker took it over meanwhile
 
     written: list[Lease] = []
     give_up = threading.Event()
@@ -209,7 +212,7 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
     try:
         with caplog.at_level(logging.INFO, logger="worker"):
             for row in (kept, lost):
-                writer.put(lease_of(row), Completed({"content": row["owner_ref"]}))
+                writer.put(lease_of(row), Completed({"content": row.owner_ref}))
             # Twice: a pooled connection fails first, then connecting is refused.
             _wait_for(lambda: caplog.text.count("database unavailable storing results") >= 2)
             own_cluster.start()
@@ -220,15 +223,15 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
         give_up.set()
         writer.close()
 
-    assert repo.get_job(kept["id"])["status"] == "completed"
-    assert repo.get_job(kept["id"])["result"] == {"content": "kept"}
-    assert (repo.get_job(lost["id"])["status"], repo.get_job(lost["id"])["worker_id"]) == (
+    assert repo.get_job(kept.id).status == "completed"
+    assert repo.get_job(kept.id).result == {"content": "kept"}
+    assert (repo.get_job(lost.id).status, repo.get_job(lost.id).worker_id) == (
         "running", "w2")
-    assert f"job {lost['id']} result not stored" in caplog.text
+    assert f"job {lost.id} result not stored" in caplog.text
     with repo.engine.connect() as conn:
         completed = conn.execute(text(
             "SELECT job_id FROM job_events WHERE event = 'completed'")).scalars().all()
-    assert completed == [kept["id"]]
+    assert completed == [kept.id]
 
 
 def _wait_for(done: Callable[[], bool], timeout: float = 60) -> None:
@@ -236,3 +239,35 @@ def _wait_for(done: Callable[[], bool], timeout: float = 60) -> None:
     while not done():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("call", ["claim", "read", "cancel"])
+def test_a_connection_lost_on_the_fast_path_is_database_unavailable_from_the_drivers_own_error(
+    database_url: str, call: str
+) -> None:
+    """A pooled connection whose server process was terminated: the driver's error is mapped
+    once, directly (not first wrapped as SQLAlchemy's), the pool is replaced, and the next call
+    works without a restart of the process."""
+    repo = make_repository(make_settings(database_url), "fast-path-test", pre_ping=False)
+    try:
+        [(job, _)] = repo.create_jobs([new_job()])
+        calls: dict[str, Callable[[], Any]] = {
+            "claim": lambda: repo.claim_jobs("w", 1, lease_seconds=60),
+            "read": lambda: repo.get_job(job.id),
+            "cancel": lambda: repo.cancel_job(job.id),
+        }
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            [(terminated,)] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'fast-path-test' AND datname = current_database()"
+            ).fetchall()
+        assert terminated == 1  # the one pooled connection the create used
+
+        with pytest.raises(DatabaseUnavailable) as raised:
+            calls[call]()
+
+        assert isinstance(raised.value.__cause__, psycopg.OperationalError)
+        assert raised.value.log_text().startswith("AdminShutdown: terminating connection")
+        assert calls[call]() is not None
+    finally:
+        repo.engine.dispose()

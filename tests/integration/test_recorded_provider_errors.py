@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ai_service.repository import RetryPolicy
+from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
 from tests.support.running_worker import RunningWorker
 
@@ -92,7 +92,7 @@ def test_llama_servers_loading_model_defers_the_job_without_spending_its_attempt
 ) -> None:
     w, _ = worker_against(recorded("llama_server_loading_model"), COMPLETION)
     job = w.wait_finished(w.submit({"user": "hello"}, max_attempts=1))
-    assert (job["status"], job["attempts"], job["deferrals"]) == ("completed", 1, 1)
+    assert (job.status, job.attempts, job.deferrals) == ("completed", 1, 1)
 
 
 def test_llama_cpp_pythons_500_for_a_bad_request_fails_at_once(
@@ -101,7 +101,7 @@ def test_llama_cpp_pythons_500_for_a_bad_request_fails_at_once(
     w, replay = worker_against(recorded("llama_cpp_python_json_schema_response_format"),
                                COMPLETION)
     job = w.wait_finished(w.submit({"user": "hello"}, max_attempts=3))
-    assert (job["status"], job["error_category"], job["attempts"]) == (
+    assert (job.status, job.error_category, job.attempts) == (
         "failed", "invalid_input", 1)
     assert replay.requests == 1
 
@@ -111,4 +111,4 @@ def test_a_proxys_502_is_retried_and_the_job_completes(
 ) -> None:
     w, _ = worker_against(recorded("nginx_bad_gateway"), COMPLETION)
     job = w.wait_finished(w.submit({"user": "hello"}, max_attempts=3))
-    assert (job["status"], job["attempts"]) == ("completed", 2)
+    assert (job.status, job.attempts) == ("completed", 2)

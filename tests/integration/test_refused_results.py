@@ -8,7 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ai_service.repository import JobRepository, Lease
+from ai_service.rows import Lease
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 from worker.results import ResultWriter
 from worker.runners import Completed, Failed
@@ -31,11 +32,11 @@ def test_a_result_the_database_refuses_fails_its_job_and_its_batch_mates_are_sto
         give_up.set()
         writer.close()
 
-    assert repo.get_job(fine["id"])["status"] == "completed"
+    assert repo.get_job(fine.id).status == "completed"
     for row in (poisoned, refused_failure):
-        job = repo.get_job(row["id"])
-        assert (job["status"], job["error_category"]) == ("failed", "bad_response"), job
-        assert "refused" in job["error_message"]
+        job = repo.get_job(row.id)
+        assert (job.status, job.error_category) == ("failed", "bad_response"), job
+        assert "refused" in job.error_message
 
 
 def wait_for(done: Callable[[], bool], timeout: float = 60) -> None:

@@ -8,7 +8,8 @@ from sqlalchemy import create_engine, text
 
 from ai_service.cli import main
 from ai_service.config import Settings
-from ai_service.repository import _PRUNE_BATCH, JobRepository
+from ai_service.sql import queries
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 
 
@@ -17,7 +18,7 @@ def finish(repo: JobRepository, n: int, days_ago: int) -> list:
     for i in range(n):
         [(job, _)] = repo.create_jobs([new_job(owner_ref=f"old/{days_ago}/{i}")])
         repo.complete_job(lease_of(claim_one(repo)), {"i": i})
-        ids.append(job["id"])
+        ids.append(job.id)
     with repo.engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET finished_at = now() - make_interval(days => :d) "
                           "WHERE id = ANY(:ids)"), {"d": days_ago, "ids": ids})
@@ -37,7 +38,7 @@ def test_prune_deletes_only_old_finished_jobs_and_their_events(repo: JobReposito
         left = {r.id for r in conn.execute(text("SELECT id FROM jobs"))}
         orphans = conn.execute(text("SELECT count(*) FROM job_events WHERE job_id = ANY(:ids)"),
                                {"ids": old}).scalar_one()
-    assert left == set(recent) | {pending["id"]}
+    assert left == set(recent) | {pending.id}
     assert orphans == 0
 
 
@@ -53,10 +54,11 @@ def test_a_prune_batch_in_progress_never_blocks_a_claim(
     ))
     pruning = repo.engine.connect()
     try:
-        deleted = pruning.execute(_PRUNE_BATCH, {"older_than": 86400, "batch_size": 50})
+        deleted = pruning.execute(text(queries["prune_batch"]),
+                                  {"older_than": 86400, "batch_size": 50})
         assert deleted.rowcount == 20  # deleted, locked, not yet committed
         [job] = impatient.claim_jobs("w", 5, lease_seconds=60)
-        assert job["owner_ref"] == "fresh"
+        assert job.owner_ref == "fresh"
     finally:
         pruning.rollback()
         pruning.close()

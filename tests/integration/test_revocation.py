@@ -17,7 +17,9 @@ from ai_service.api.auth import TokenCache
 from ai_service.app import make_repository
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster, free_port
-from ai_service.repository import TOKENS_CHANNEL, JobRepository, TokenRepository
+from ai_service.notifications import TOKENS_CHANNEL
+from ai_service.store.jobs import JobRepository
+from ai_service.store.tokens import TokenRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
 
@@ -42,8 +44,8 @@ def cache(app: Flask) -> TokenCache:
 
 
 def token_name(repo: JobRepository, token: str) -> str:
-    [row] = [t for t in TokenRepository(repo).list_tokens() if t["prefix"] == token[:8]]
-    return row["name"]
+    [row] = [t for t in TokenRepository(repo).list_tokens() if t.prefix == token[:8]]
+    return row.name
 
 
 def revoke_silently(repo: JobRepository, token: str) -> None:

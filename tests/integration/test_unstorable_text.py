@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ai_service.repository import JobRepository
+from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 from worker.results import ResultWriter
 from worker.runners import Completed, Failed
@@ -29,7 +29,7 @@ def test_an_unstorable_outcome_fails_the_job_and_the_writer_goes_on(
     writer.put(lease_of(good), Completed({"content": "fine"}))
     writer.close()
 
-    assert {lease.job_id for lease in written} == {bad["id"], good["id"]}
-    stored = repo.get_job(bad["id"])
-    assert stored["status"] == "failed"
-    assert repo.get_job(good["id"])["status"] == "completed"
+    assert {lease.job_id for lease in written} == {bad.id, good.id}
+    stored = repo.get_job(bad.id)
+    assert stored.status == "failed"
+    assert repo.get_job(good.id).status == "completed"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ai_service.repository import JobRepository, Lease, RetryPolicy
+from ai_service.rows import Lease
+from ai_service.store.jobs import JobRepository, RetryPolicy
 from tests.conftest import make_settings
 from tests.integration.helpers import lease_of, new_job, statement_sizes
 from tests.support.fake_llm import FakeLLMServer
@@ -44,7 +45,7 @@ def start_worker(
 
 def submit(w: RunningWorker, user: str = "hello", **fields: Any) -> Any:
     [(job, _)] = w.repo.create_jobs([new_job(input={"user": user}, **fields)])
-    return job["id"]
+    return job.id
 
 
 def test_a_chat_job_completes_with_content_usage_and_duration(
@@ -52,8 +53,8 @@ def test_a_chat_job_completes_with_content_usage_and_duration(
 ) -> None:
     w = start_worker()
     job = w.wait_finished(submit(w, "Classify this text", owner_ref="x"))
-    assert job["status"] == "completed"
-    result = job["result"]
+    assert job.status == "completed"
+    result = job.result
     assert result["content"] == "echo: Classify this text"
     assert result["model"] == "qwen2.5-14b" and result["finish_reason"] == "stop"
     assert result["usage"]["total_tokens"] == result["usage"]["prompt_tokens"] + result[
@@ -69,7 +70,7 @@ def test_a_transient_500_is_retried_and_then_completes(
 ) -> None:
     w = start_worker()
     job = w.wait_finished(submit(w, "[[fault:500:times=1]] hi"))
-    assert (job["status"], job["attempts"]) == ("completed", 2)
+    assert (job.status, job.attempts) == ("completed", 2)
 
 
 @pytest.mark.parametrize(("directive", "category"), [
@@ -83,7 +84,7 @@ def test_retryable_failures_spend_attempts_then_fail_with_their_category(
 ) -> None:
     w = start_worker(LLM_TIMEOUT="500ms")
     job = w.wait_finished(submit(w, f"{directive} hi", max_attempts=2), timeout=15)
-    assert (job["status"], job["error_category"], job["attempts"]) == ("failed", category, 2)
+    assert (job.status, job.error_category, job.attempts) == ("failed", category, 2)
 
 
 @pytest.mark.parametrize(("directive", "category"), [
@@ -99,9 +100,9 @@ def test_permanent_failures_are_not_retried(
 ) -> None:
     w = start_worker()
     job = w.wait_finished(submit(w, f"{directive} hi"))
-    assert (job["status"], job["error_category"], job["attempts"]) == ("failed", category, 1)
+    assert (job.status, job.error_category, job.attempts) == ("failed", category, 1)
     assert len(fake_llm.chat_requests()) == 1
-    assert SECRET not in (job["error_message"] or "")
+    assert SECRET not in (job.error_message or "")
 
 
 def test_rate_limiting_defers_without_spending_attempts(
@@ -109,17 +110,17 @@ def test_rate_limiting_defers_without_spending_attempts(
 ) -> None:
     w = start_worker()
     job_id = submit(w, "[[fault:429:retry_after=1:times=1]] hi", max_attempts=1)
-    deferred = w.wait_for(job_id, lambda j: j["deferrals"] == 1)
-    assert (deferred["status"], deferred["attempts"]) == ("pending", 0)
-    assert (deferred["run_after"] - deferred["updated_at"]).total_seconds() >= 0.9
+    deferred = w.wait_for(job_id, lambda j: j.deferrals == 1)
+    assert (deferred.status, deferred.attempts) == ("pending", 0)
+    assert (deferred.run_after - deferred.updated_at).total_seconds() >= 0.9
     job = w.wait_finished(job_id)
-    assert (job["status"], job["attempts"], job["deferrals"]) == ("completed", 1, 1)
+    assert (job.status, job.attempts, job.deferrals) == ("completed", 1, 1)
 
 
 def test_deferrals_are_bounded(start_worker: Callable[..., RunningWorker]) -> None:
     w = start_worker()
     job = w.wait_finished(submit(w, "[[fault:503:retry_after=0]] hi"))
-    assert (job["status"], job["error_category"], job["deferrals"]) == ("failed", "rate_limited", 3)
+    assert (job.status, job.error_category, job.deferrals) == ("failed", "rate_limited", 3)
 
 
 def test_invalid_input_fails_without_calling_the_llm(
@@ -127,10 +128,10 @@ def test_invalid_input_fails_without_calling_the_llm(
 ) -> None:
     w = start_worker()
     [(job, _)] = w.repo.create_jobs([new_job(input={"messages": "not a list"})])
-    done = w.wait_finished(job["id"])
-    assert (done["status"], done["error_category"], done["attempts"]) == (
+    done = w.wait_finished(job.id)
+    assert (done.status, done.error_category, done.attempts) == (
         "failed", "invalid_input", 1)
-    assert done["error_message"] == "input.messages: not a valid list"
+    assert done.error_message == "input.messages: not a valid list"
     assert fake_llm.chat_requests() == []
 
 
@@ -141,7 +142,7 @@ def test_connection_refused_is_provider_unavailable(
 
     w = start_worker(LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
     job = w.wait_finished(submit(w, max_attempts=1))
-    assert (job["status"], job["error_category"]) == ("failed", "provider_unavailable")
+    assert (job.status, job.error_category) == ("failed", "provider_unavailable")
 
 
 def test_slots_are_refilled_as_they_free_up_not_batch_by_batch(
@@ -152,9 +153,9 @@ def test_slots_are_refilled_as_they_free_up_not_batch_by_batch(
     time.sleep(0.2)
     quick = [submit(w, f"quick {i}") for i in range(4)]
     for job_id in quick:
-        assert w.wait_finished(job_id, timeout=2.5)["status"] == "completed"
-    assert w.repo.get_job(slow)["status"] == "running"
-    assert w.wait_finished(slow)["status"] == "completed"
+        assert w.wait_finished(job_id, timeout=2.5).status == "completed"
+    assert w.repo.get_job(slow).status == "running"
+    assert w.wait_finished(slow).status == "completed"
 
 
 def test_a_busy_worker_claims_only_once_a_claim_batch_of_slots_is_free(
@@ -195,17 +196,17 @@ def test_a_partial_batch_is_claimed_once_a_poll_interval_has_passed(
     start_worker: Callable[..., RunningWorker], repo: JobRepository
 ) -> None:
     def create(n: int) -> list[Any]:
-        return [job["id"] for job, _ in repo.create_jobs(
+        return [job.id for job, _ in repo.create_jobs(
             [new_job(input={"user": f"[[latency:5000]] {i}"}) for i in range(n)])]
 
     ids = create(2)
     w = start_worker(WORKER_CLAIM_LIMIT="3", WORKER_CLAIM_BATCH="2", WORKER_POLL_INTERVAL="400ms",
                      LLM_TIMEOUT="10s", WORKER_SHUTDOWN_GRACE="0s")
     for job_id in ids:
-        w.wait_for(job_id, lambda j: j["status"] == "running", timeout=5)
+        w.wait_for(job_id, lambda j: j.status == "running", timeout=5)
     ids += create(1)  # one slot free, below the claim batch of two
-    w.wait_for(ids[-1], lambda j: j["status"] == "running", timeout=5)
-    first, partial = sorted({row["started_at"] for row in map(repo.get_job, ids)})
+    w.wait_for(ids[-1], lambda j: j.status == "running", timeout=5)
+    first, partial = sorted({row.started_at for row in map(repo.get_job, ids)})
     assert statement_sizes(repo, "claimed") == [2, 1]
     assert (partial - first).total_seconds() >= 0.35
     w.stop()
@@ -230,7 +231,7 @@ def test_a_cancelled_job_is_abandoned_mid_request_and_its_slot_freed(
 ) -> None:
     w = start_worker(WORKER_CLAIM_LIMIT="1", LLM_TIMEOUT="30s")
     hanging = submit(w, "[[fault:hang:20]] hang")
-    w.wait_for(hanging, lambda j: j["status"] == "running")
+    w.wait_for(hanging, lambda j: j.status == "running")
     time.sleep(0.3)  # the request is in flight
     w.repo.cancel_job(hanging)
     w.worker.renew_leases()  # the heartbeat notices at once instead of after lease/3
@@ -239,8 +240,8 @@ def test_a_cancelled_job_is_abandoned_mid_request_and_its_slot_freed(
     while fake_llm.disconnects < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake_llm.disconnects == 1
-    assert w.wait_finished(submit(w, "next"), timeout=5)["status"] == "completed"
-    assert w.repo.get_job(hanging)["status"] == "cancelled"
+    assert w.wait_finished(submit(w, "next"), timeout=5).status == "completed"
+    assert w.repo.get_job(hanging).status == "cancelled"
 
 
 def test_the_heartbeat_keeps_a_long_job_from_being_reclaimed(
@@ -248,11 +249,11 @@ def test_the_heartbeat_keeps_a_long_job_from_being_reclaimed(
 ) -> None:
     w = start_worker(WORKER_LEASE="1500ms", LLM_TIMEOUT="10s")
     job_id = submit(w, "[[latency:3500]] long")
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     time.sleep(2)  # past the first lease
     assert w.repo.claim_jobs("thief", 1, lease_seconds=60) == []
     job = w.wait_finished(job_id)
-    assert (job["status"], job["attempts"], job["worker_id"]) == ("completed", 1, "test-worker")
+    assert (job.status, job.attempts, job.worker_id) == ("completed", 1, "test-worker")
 
 
 def test_stop_lets_running_jobs_finish_within_the_grace_period(
@@ -260,9 +261,9 @@ def test_stop_lets_running_jobs_finish_within_the_grace_period(
 ) -> None:
     w = start_worker(WORKER_SHUTDOWN_GRACE="10s", LLM_TIMEOUT="10s")
     job_id = submit(w, "[[latency:1000]] finishing")
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     w.stop()
-    assert w.repo.get_job(job_id)["status"] == "completed"
+    assert w.repo.get_job(job_id).status == "completed"
 
 
 def test_stop_gives_back_what_does_not_finish_without_counting_the_attempt(
@@ -270,24 +271,24 @@ def test_stop_gives_back_what_does_not_finish_without_counting_the_attempt(
 ) -> None:
     w = start_worker(WORKER_SHUTDOWN_GRACE="300ms", LLM_TIMEOUT="30s")
     job_id = submit(w, "[[fault:hang:20]] too long")
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 5
     job = w.repo.get_job(job_id)
-    assert (job["status"], job["attempts"]) == ("pending", 0)
+    assert (job.status, job.attempts) == ("pending", 0)
 
 
 def test_a_second_stop_gives_back_at_once(start_worker: Callable[..., RunningWorker]) -> None:
     w = start_worker(WORKER_SHUTDOWN_GRACE="60s", LLM_TIMEOUT="30s")
     job_id = submit(w, "[[fault:hang:20]] too long")
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     w.worker.request_stop()
     time.sleep(0.2)
     started = time.monotonic()
     w.stop()  # the second signal
     assert time.monotonic() - started < 5
-    assert w.repo.get_job(job_id)["status"] == "pending"
+    assert w.repo.get_job(job_id).status == "pending"
 
 
 def test_new_jobs_wake_the_worker_before_the_poll_interval(
@@ -296,7 +297,7 @@ def test_new_jobs_wake_the_worker_before_the_poll_interval(
     w = start_worker(WORKER_POLL_INTERVAL="60s")
     time.sleep(1)  # the listener is up and has proven delivery
     job = w.wait_finished(submit(w), timeout=10)
-    assert job["status"] == "completed"
+    assert job.status == "completed"
 
 
 def test_a_transcription_completes_with_segments_and_speakers(
@@ -309,9 +310,9 @@ def test_a_transcription_completes_with_segments_and_speakers(
         input={"audio_url": f"{fake_llm.root_url}/audio/call.wav", "language": "ru",
                "diarize": True},
     )])
-    done = w.wait_finished(job["id"])
-    assert done["status"] == "completed", done
-    result = done["result"]
+    done = w.wait_finished(job.id)
+    assert done.status == "completed", done
+    result = done.result
     assert result["language"] == "ru" and result["text"]
     assert result["segments"][0]["speaker"] == "SPEAKER_00"
     assert result["duration_ms"] > 0
@@ -334,8 +335,8 @@ def test_unusable_audio_fails_as_invalid_input(
         task_type="transcribe", model_profile="whisperx",
         input={"audio_url": f"{fake_llm.root_url}/audio/{audio}"},
     )])
-    done = w.wait_finished(job["id"])
-    assert (done["status"], done["error_category"]) == ("failed", category)
+    done = w.wait_finished(job.id)
+    assert (done.status, done.error_category) == ("failed", category)
 
 
 def test_the_worker_counts_tokens_provider_latency_and_errors(
@@ -385,7 +386,7 @@ def test_a_cancel_closes_the_provider_connection_within_a_second(
     w = start_worker(WORKER_LEASE="60s", LLM_TIMEOUT="60s")
     wait_listening(w)
     job_id = submit(w, "[[fault:hang:50]] generating for nobody")
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     while not fake_llm.chat_requests():  # the request is in flight
         time.sleep(0.01)
 
@@ -393,8 +394,8 @@ def test_a_cancel_closes_the_provider_connection_within_a_second(
     w.repo.cancel_job(job_id)
 
     assert wait_disconnects(fake_llm, 1) - cancelled_at < 1.0
-    assert w.wait_finished(submit(w, "next"))["status"] == "completed"
-    assert w.repo.get_job(job_id)["status"] == "cancelled"
+    assert w.wait_finished(submit(w, "next")).status == "completed"
+    assert w.repo.get_job(job_id).status == "cancelled"
 
 
 @pytest.mark.parametrize("max_attempts", [1, 3])
@@ -405,7 +406,7 @@ def test_retrying_a_running_job_stops_the_old_attempt_and_the_new_one_completes_
     w = start_worker(WORKER_LEASE="1500ms", LLM_TIMEOUT="30s")
     wait_listening(w)
     job_id = submit(w, "[[fault:hang:4]] slow", max_attempts=max_attempts)
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     while not fake_llm.chat_requests():
         time.sleep(0.01)
 
@@ -414,8 +415,8 @@ def test_retrying_a_running_job_stops_the_old_attempt_and_the_new_one_completes_
 
     assert wait_disconnects(fake_llm, 1) - retried_at < 1.0
     job = w.wait_finished(job_id, timeout=30)
-    assert (job["status"], job["attempts"]) == ("completed", 1)
-    events = [e["event"] for e in w.repo.list_events(job_id)]
+    assert (job.status, job.attempts) == ("completed", 1)
+    events = [e.event for e in w.repo.list_events(job_id)]
     assert events == ["created", "claimed", "retried", "claimed", "completed"]
     assert len(fake_llm.chat_requests()) == 2
 
@@ -427,13 +428,13 @@ def test_without_notifications_a_retried_attempt_still_never_drops_its_successor
     # heartbeat is what stops the old one. Its end must not take the new attempt's lease with it.
     w = start_worker(listen=False, WORKER_LEASE="1500ms", LLM_TIMEOUT="30s")
     job_id = submit(w, "[[fault:hang:4]] slow", max_attempts=1)
-    w.wait_for(job_id, lambda j: j["status"] == "running")
+    w.wait_for(job_id, lambda j: j.status == "running")
     while not fake_llm.chat_requests():
         time.sleep(0.01)
 
     w.repo.retry_job(job_id)
 
     job = w.wait_finished(job_id, timeout=30)
-    assert (job["status"], job["attempts"]) == ("completed", 1)
-    assert [e["event"] for e in w.repo.list_events(job_id)].count("completed") == 1
+    assert (job.status, job.attempts) == ("completed", 1)
+    assert [e.event for e in w.repo.list_events(job_id)].count("completed") == 1
     assert fake_llm.disconnects == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ai_service.localpg import free_port
-from ai_service.repository import RetryPolicy
+from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
 from tests.interop.llama_server import API_KEY, MODEL_ALIAS, LlamaServer
 from tests.interop.tcp_proxy import TcpProxy

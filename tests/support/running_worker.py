@@ -11,7 +11,8 @@ from typing import Any
 
 from ai_service.app import make_repository
 from ai_service.config import Settings
-from ai_service.repository import JobRepository, NewJob, RetryPolicy
+from ai_service.rows import JobRow, NewJob
+from ai_service.store.jobs import JobRepository, RetryPolicy
 from worker.loop import Worker
 from worker.main import build_runners, worker_config
 
@@ -35,10 +36,10 @@ class RunningWorker:
             model_profile=self.worker.model_profiles[0], input=job_input,
             max_attempts=max_attempts,
         )])
-        return job["id"]
+        return job.id
 
-    def wait_for(self, job_id: Any, predicate: Callable[[dict], bool],
-                 timeout: float = 120) -> dict:
+    def wait_for(self, job_id: Any, predicate: Callable[[JobRow], bool],
+                 timeout: float = 120) -> JobRow:
         """Poll until the job satisfies `predicate`, or return it as it is at the deadline."""
         deadline = time.monotonic() + timeout
         while True:
@@ -47,8 +48,8 @@ class RunningWorker:
                 return job
             time.sleep(0.02)
 
-    def wait_finished(self, job_id: Any, timeout: float = 120) -> dict:
-        return self.wait_for(job_id, lambda j: j["status"] in FINISHED, timeout)
+    def wait_finished(self, job_id: Any, timeout: float = 120) -> JobRow:
+        return self.wait_for(job_id, lambda j: j.status in FINISHED, timeout)
 
     def stop(self) -> None:
         if self.thread.is_alive():

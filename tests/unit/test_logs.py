@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime
 
 from flask import Flask, g
@@ -16,6 +17,7 @@ from ai_service.logs import (
     TextFormatter,
     job_context,
 )
+from ai_service.rows import JobBrief
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -26,10 +28,13 @@ def record(**extra: object) -> logging.LogRecord:
 
 
 def test_json_lines_carry_level_time_message_and_job_context() -> None:
-    job = {"id": "j1", "task_type": "llm_chat", "worker_id": "w-1"}
+    job = JobBrief(id=uuid.UUID(int=1), owner_ref="r/1", idempotency_key=None, status="running",
+                   task_type="llm_chat", model_profile="qwen2.5-14b", worker_id="w-1",
+                   lease_token=uuid.UUID(int=2), attempts=1)
     line = json.loads(JsonFormatter().format(record(**job_context(job))))
     assert line["message"] == "job j1 done" and line["level"] == "INFO"
-    assert (line["job_id"], line["task_type"], line["worker_id"]) == ("j1", "llm_chat", "w-1")
+    assert (line["job_id"], line["task_type"], line["worker_id"]) == (
+        str(uuid.UUID(int=1)), "llm_chat", "w-1")
     assert line["time"].endswith("+00:00")
 
 

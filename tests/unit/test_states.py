@@ -1,4 +1,4 @@
-"""The SQL in repository.py held against the state model in ai_service/states.py: every
+"""The SQL of ai_service/sql/*.sql held against the state model in ai_service/states.py: every
 statement that changes a job's status guards on, sets and logs exactly what TRANSITIONS says,
 and no statement names a status, an event or a stored category the model does not know."""
 
@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import TextClause
 
-from ai_service import models, repository
+from ai_service import models
 from ai_service.providers.llm import classify_llm_error
+from ai_service.sql import queries
 from ai_service.states import (
     FINISHED_STATUSES,
     TRANSITIONS,
@@ -26,47 +26,36 @@ from tests.unit.test_provider_errors import EXPECTED, recorded
 # claimed, an expired lease reclaimed. An expired lease with no attempts left is the sweep's.
 _CLAIM = (Action.CLAIM, Action.RECLAIM)
 STATEMENTS: dict[str, tuple[Action, ...]] = {
-    "_INSERT_JOBS": (Action.CREATE,),
-    "_INSERT_JOBS_BRIEF": (Action.CREATE,),
-    "_CLAIM_SQL": _CLAIM,
-    "_CLAIM_CAPPED_SQL": _CLAIM,
-    "_COMPLETE_JOBS": (Action.COMPLETE,),
-    "_COMPLETE_JOBS_BRIEF": (Action.COMPLETE,),
-    "_FAIL_JOB": (Action.FAIL,),
-    "_DEFER_JOB": (Action.DEFER,),
-    "_HEARTBEAT_JOBS": (Action.HEARTBEAT,),
-    "_RELEASE_JOBS": (Action.RELEASE,),
-    "_EXPIRE_EXHAUSTED_LEASES": (Action.EXPIRE_LEASE,),
-    "_CANCEL_JOB": (Action.CANCEL,),
-    "_RETRY_JOB": (Action.RETRY,),
+    "insert_jobs": (Action.CREATE,),
+    "insert_jobs_brief": (Action.CREATE,),
+    "claim_jobs": _CLAIM,
+    "claim_jobs_capped": _CLAIM,
+    "complete_jobs": (Action.COMPLETE,),
+    "complete_jobs_brief": (Action.COMPLETE,),
+    "fail_job": (Action.FAIL,),
+    "defer_job": (Action.DEFER,),
+    "heartbeat_jobs": (Action.HEARTBEAT,),
+    "release_jobs": (Action.RELEASE,),
+    "expire_exhausted_leases": (Action.EXPIRE_LEASE,),
+    "cancel_job": (Action.CANCEL,),
+    "retry_job": (Action.RETRY,),
 }
 
 _LITERAL = re.compile(r"'(\w+)'")
 # `SET status = 'x'` or `SET status = CASE WHEN ... THEN 'x' ELSE 'y' END`.
 _SET_STATUS = re.compile(
     r"\bSET\s+status\s*=\s*('\w+'|CASE\s.*?\bEND)", re.DOTALL | re.IGNORECASE)
-# The event column of the job_events rows a statement writes (repository._event_rows).
-_EVENT_EXPR = re.compile(r"\bSELECT id, ([^,]+), status, worker_id, attempts\b")
+# The event column of the job_events rows a statement writes: every `INSERT INTO job_events`
+# selects (id, event, status, worker_id, attempts, ...) from the rows it logs.
+_EVENT_EXPR = re.compile(r"\bSELECT id,\s*([^,]+),\s*status,\s*worker_id,\s*attempts\b")
 _STATUS_EQ = re.compile(r"\bstatus\s*(?:=|<>|!=)\s*'(\w+)'", re.IGNORECASE)
 _STATUS_IN = re.compile(r"\bstatus\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
 _CATEGORY_EQ = re.compile(r"\berror_category\s*(?:=|<>|!=)\s*'(\w+)'", re.IGNORECASE)
 
 
-def _sql(value: object) -> str | None:
-    if isinstance(value, TextClause):
-        return value.text
-    if isinstance(value, str) and re.search(r"\b(SELECT|UPDATE|INSERT|DELETE)\b", value):
-        return value
-    return None
-
-
 def all_statements() -> dict[str, str]:
-    """Every SQL text repository.py holds at module level, the _STATS queries included."""
-    found = {name: sql for name, value in vars(repository).items()
-             if (sql := _sql(value)) is not None}
-    found.update({f"_STATS[{key}]": sql for key, value in repository._STATS.items()
-                  if (sql := _sql(value)) is not None})
-    return found
+    """Every named statement of ai_service/sql, the reads included."""
+    return dict(queries)
 
 
 def set_statuses(sql: str) -> set[str]:
@@ -122,14 +111,10 @@ def test_a_status_changing_statement_logs_the_events_of_its_actions(name: str) -
 
 def test_every_statement_that_changes_a_status_or_logs_an_event_is_in_the_table() -> None:
     statements = all_statements()
-    mapped = [statements[name] for name in STATEMENTS]
     changing = {name for name, sql in statements.items()
                 if set_statuses(sql) or "INSERT INTO job_events" in sql
                 or "lease_expires_at = now() +" in sql}
-    # A fragment of a statement (none today) is held as part of that statement.
-    fragments = {name for name in changing - set(STATEMENTS)
-                 if any(statements[name] in sql for sql in mapped)}
-    assert changing - fragments == set(STATEMENTS)
+    assert changing == set(STATEMENTS)
 
 
 def test_every_action_of_the_model_has_a_statement() -> None:
@@ -156,9 +141,9 @@ def test_no_statement_stores_or_tests_a_category_the_model_does_not_know() -> No
 
 
 def test_the_extraction_sees_an_unknown_status_guard_and_an_unknown_event() -> None:
-    sql = repository._CANCEL_JOB.text.replace("'pending', 'running'", "'pending', 'paused'")
+    sql = queries["cancel_job"].replace("'pending', 'running'", "'pending', 'paused'")
     assert guarded_statuses(sql) == {"pending", "paused", "running"}
-    sql = repository._RELEASE_JOBS.text.replace("'released'", "'parked'")
+    sql = queries["release_jobs"].replace("'released'", "'parked'")
     assert logged_events(sql) == {"parked"}
 
 

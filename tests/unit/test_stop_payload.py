@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ai_service.repository import parse_stop_payload, stop_payload
+from ai_service.notifications import parse_stop_payload, stop_payload
 
 
 def test_a_stop_payload_names_the_job_and_the_attempt() -> None:

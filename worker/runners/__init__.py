@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
+from ai_service.rows import JobRow
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Runner(Protocol):
     task_types: frozenset[str]
     model_profiles: frozenset[str]
 
-    def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome: ...
+    def run(self, job: JobRow, signal: AbortSignal) -> Outcome: ...
 
 
 def outcome_of_error(exc: Exception) -> Outcome:

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
+from ai_service.rows import JobRow
 from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
@@ -33,9 +34,9 @@ class LLMRunner:
         self.task_types = TASK_TYPES
         self.model_profiles = frozenset({client.model})
 
-    def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
+    def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
         try:
-            request = chat_request(job["input"])
+            request = chat_request(job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:

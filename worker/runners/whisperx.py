@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from marshmallow import ValidationError
 
 from ai_service.inputs import BUILT_IN, as_text
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.whisperx import WhisperXClient
+from ai_service.rows import JobRow
 from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
@@ -22,9 +21,9 @@ class WhisperXRunner:
         self.task_types = TASK_TYPES
         self.model_profiles = frozenset({MODEL_PROFILE})
 
-    def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
+    def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
         try:
-            options = BUILT_IN["transcribe"].load(job["input"])
+            options = BUILT_IN["transcribe"].load(job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")

@@ -1,0 +1,289 @@
+-- The jobs store's statements. Every status change is guarded by the status it expects (and,
+-- for a worker, the lease token of its attempt), and writes its job_events rows in the same
+-- statement, so the audit trail cannot miss a transition or record one that was rolled back.
+-- Parameters are `:name`; a batch arrives as one JSON array (`:items`) read with
+-- jsonb_to_recordset, so a batch is one statement whatever its size.
+
+-- name: insert_jobs
+-- A whole batch in one statement; ids are made by the caller so the answer keeps the batch's
+-- order. A reused idempotency key inserts nothing (select_by_idempotency finds what it made).
+WITH changed AS (
+    INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
+                      run_after, max_attempts, idempotency_key)
+    SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
+           coalesce(x.priority, 0), coalesce(x.run_after, now()), coalesce(x.max_attempts, 3),
+           x.idempotency_key
+    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+        id uuid, owner_service text, owner_ref text, task_type text, model_profile text,
+        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text)
+    ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'created', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: insert_jobs_brief
+-- insert_jobs answering a JobBrief: what a batch create answers, without reading back a
+-- thousand inputs just sent (bench/repository.py measures the batch create).
+WITH changed AS (
+    INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
+                      run_after, max_attempts, idempotency_key)
+    SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
+           coalesce(x.priority, 0), coalesce(x.run_after, now()), coalesce(x.max_attempts, 3),
+           x.idempotency_key
+    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+        id uuid, owner_service text, owner_ref text, task_type text, model_profile text,
+        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text)
+    ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id,
+              lease_token, attempts, error_category, error_message
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'created', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id, lease_token,
+       attempts
+FROM changed;
+
+-- name: select_by_idempotency
+-- The jobs that reused keys made, and whether each asked for the same input. The input is
+-- compared here, as jsonb: read back into Python a number jsonb keeps as an exact decimal is
+-- an int (1e23 → 100000000000000000000000), unequal to the float that was resent.
+SELECT j.*, j.input = k.input AS same_input FROM jobs j
+JOIN jsonb_to_recordset(CAST(:keys AS jsonb))
+  AS k(owner_service text, idempotency_key text, input jsonb)
+  ON j.owner_service = k.owner_service AND j.idempotency_key = k.idempotency_key;
+
+-- name: get_job
+-- One job. `:scope` is the owner services a caller token may see; NULL (workers, admins): all.
+SELECT * FROM jobs
+WHERE id = :id AND (CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])));
+
+-- name: list_events
+-- A job's transitions, oldest first.
+SELECT * FROM job_events WHERE job_id = :job_id ORDER BY id;
+
+-- name: list_jobs
+-- Newest first, keyset-paginated on (created_at, id) so deep pages stay cheap; a NULL filter
+-- is no filter, and `:after_created_at`/`:after_id` come from the previous page's cursor.
+SELECT * FROM jobs
+WHERE (CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])))
+  AND (CAST(:owner_service AS text) IS NULL OR owner_service = CAST(:owner_service AS text))
+  AND (CAST(:owner_ref AS text) IS NULL OR owner_ref = CAST(:owner_ref AS text))
+  AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:task_type AS text) IS NULL OR task_type = CAST(:task_type AS text))
+  AND (CAST(:after_created_at AS timestamptz) IS NULL
+       OR (created_at, id) < (CAST(:after_created_at AS timestamptz), CAST(:after_id AS uuid)))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: complete_jobs
+-- Completes many jobs of one worker in one statement: results that finish together are
+-- written together, and each is still guarded by its own lease token.
+WITH changed AS (
+    UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
+        updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
+    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
+    WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
+      AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+    RETURNING jobs.*
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'completed', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: complete_jobs_brief
+-- complete_jobs answering a JobBrief: the worker's batches need what its metrics, its log
+-- lines and its fencing need, not the input and the result it has just sent.
+WITH changed AS (
+    UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
+        updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
+    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
+    WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
+      AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+    RETURNING jobs.id, jobs.owner_ref, jobs.idempotency_key, jobs.status, jobs.task_type,
+              jobs.model_profile, jobs.worker_id, jobs.lease_token, jobs.attempts,
+              jobs.error_category, jobs.error_message
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'completed', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id, lease_token,
+       attempts
+FROM changed;
+
+-- name: fail_job
+-- A failed attempt. A retryable failure with attempts left goes back to pending after a
+-- jittered exponential backoff (or the provider's Retry-After); anything else is final.
+WITH changed AS (
+    UPDATE jobs SET
+        status = CASE WHEN :retryable AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+        run_after = CASE WHEN :retryable AND attempts < max_attempts
+            THEN now() + make_interval(secs => coalesce(CAST(:retry_after AS float8),
+                least(:backoff_max, :backoff_base * power(2, greatest(attempts - 1, 0)))
+                * (0.5 + random() * 0.5)))
+            ELSE run_after END,
+        finished_at = CASE WHEN :retryable AND attempts < max_attempts THEN NULL ELSE now() END,
+        error_category = :category, error_message = :message,
+        lease_expires_at = NULL, updated_at = now()
+    WHERE id = :id AND status = 'running' AND lease_token = :lease_token
+      AND worker_id = :worker_id
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, CASE WHEN status = 'pending' THEN 'attempt_failed' ELSE 'failed' END, status,
+           worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: defer_job
+-- Backpressure from the provider is not the job's fault: the attempt is given back, up to a
+-- bounded number of deferrals after which the job fails rather than circulating for ever.
+WITH changed AS (
+    UPDATE jobs SET
+        status = CASE WHEN deferrals < :max_deferrals THEN 'pending' ELSE 'failed' END,
+        attempts = CASE WHEN deferrals < :max_deferrals THEN attempts - 1 ELSE attempts END,
+        run_after = CASE WHEN deferrals < :max_deferrals
+            THEN now() + make_interval(secs => coalesce(CAST(:retry_after AS float8),
+                least(:backoff_max, :backoff_base * power(2, greatest(attempts - 1, 0)))
+                * (0.5 + random() * 0.5)))
+            ELSE run_after END,
+        finished_at = CASE WHEN deferrals < :max_deferrals THEN NULL ELSE now() END,
+        deferrals = deferrals + 1,
+        error_category = :category, error_message = :message,
+        lease_expires_at = NULL, updated_at = now()
+    WHERE id = :id AND status = 'running' AND lease_token = :lease_token
+      AND worker_id = :worker_id
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, CASE WHEN status = 'pending' THEN 'deferred' ELSE 'failed' END, status,
+           worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: heartbeat_jobs
+-- Renews the leases still held and answers their (id, lease token) pairs: a worker may hold a
+-- job's new attempt while its old attempt winds down, and only the attempt named by its token
+-- is renewed. A heartbeat is no transition: it logs no event.
+UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
+WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
+  AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+RETURNING jobs.id, jobs.lease_token;
+
+-- name: release_jobs
+-- Shutdown: what did not finish goes back to pending at once, and the attempt does not count.
+WITH changed AS (
+    UPDATE jobs SET status = 'pending', attempts = greatest(jobs.attempts - 1, 0),
+        run_after = now(), lease_expires_at = NULL, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, lease_token)
+    WHERE jobs.id = held.id AND jobs.lease_token = held.lease_token
+      AND jobs.status = 'running' AND jobs.worker_id = :worker_id
+    RETURNING jobs.*
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'released', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT id FROM changed;
+
+-- name: sweep_lock
+-- Every web and worker process runs a sweeper (ai_service/sweeper.py); this transaction-scoped
+-- advisory lock, taken first, lets one of them sweep at a time and the others skip that round
+-- rather than wait.
+SELECT pg_try_advisory_xact_lock(hashtextextended('ai_service.sweep', 0));
+
+-- name: expire_exhausted_leases
+-- The sweep: expired leases with no attempts left fail instead of being handed out for ever,
+-- whether or not anyone claims.
+WITH changed AS (
+    UPDATE jobs SET status = 'failed', error_category = 'lease_expired',
+        error_message = 'the worker holding the job stopped renewing its lease',
+        finished_at = now(), updated_at = now(), lease_expires_at = NULL
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'running' AND lease_expires_at <= now() AND attempts >= max_attempts
+        FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'lease_expired', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: cancel_job
+-- Cancel answers the job's new state and, when it was running, the lease token of the attempt
+-- it ended (`stopped_lease_token`), so the worker running it can be told to stop that attempt
+-- and no other. The row is locked first: the token read is the one being replaced.
+WITH prior AS (
+    SELECT id, status, lease_token FROM jobs
+    WHERE id = :id AND status IN ('pending', 'running')
+      AND (CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])))
+    FOR UPDATE
+), changed AS (
+    UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+        lease_expires_at = NULL
+    FROM prior WHERE jobs.id = prior.id
+    RETURNING jobs.*, CASE WHEN prior.status = 'running' THEN prior.lease_token END
+        AS stopped_lease_token
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'cancelled', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: retry_job
+-- Back to pending with attempts reset, answering the stopped attempt's token as cancel_job
+-- does. A new lease token is not handed out here; clearing the old one fences a worker still
+-- running the previous attempt.
+WITH prior AS (
+    SELECT id, status, lease_token FROM jobs
+    WHERE id = :id AND status IN ('failed', 'cancelled', 'running')
+      AND (CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])))
+    FOR UPDATE
+), changed AS (
+    UPDATE jobs SET status = 'pending', attempts = 0, deferrals = 0, run_after = now(),
+        result = NULL, error_category = NULL, error_message = NULL, worker_id = NULL,
+        lease_token = NULL, lease_expires_at = NULL, started_at = NULL, finished_at = NULL,
+        updated_at = now()
+    FROM prior WHERE jobs.id = prior.id
+    RETURNING jobs.*, CASE WHEN prior.status = 'running' THEN prior.lease_token END
+        AS stopped_lease_token
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'retried', status, worker_id, attempts, error_category,
+           left(error_message, 1000) FROM changed
+)
+SELECT * FROM changed;
+
+-- name: prune_batch
+-- Retention: one small batch of old finished jobs per transaction. Claims lock only pending
+-- and running rows, and SKIP LOCKED leaves alone a finished job someone is retrying right now,
+-- so pruning never makes a claim wait. Events go with their job, in the same statement: a job
+-- locked here gets no new event, since only a statement that changes the job writes one.
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE finished_at < now() - make_interval(secs => :older_than)
+      AND status IN ('completed', 'failed', 'cancelled')
+    ORDER BY finished_at
+    LIMIT :batch_size
+    FOR UPDATE SKIP LOCKED
+), events AS (
+    DELETE FROM job_events USING doomed WHERE job_events.job_id = doomed.id
+)
+DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id;
+
+-- name: notify
+-- Sent when the transaction commits: once per statement, never per row, since every
+-- NOTIFYing commit takes a cluster-wide lock.
+SELECT pg_notify(:channel, :payload);

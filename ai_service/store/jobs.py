@@ -1,0 +1,394 @@
+"""The jobs store: create, read, claim, complete, fail, defer, heartbeat, release, cancel,
+retry and prune. Each public method is one transaction (or one statement that commits by
+itself), opened and committed here: callers never commit. The statements are in
+ai_service/sql/jobs.sql and claim.sql.
+
+Every status change is guarded by the status it expects (and, for a worker, the lease token of
+its attempt); zero rows changed is a conflict, never a silent success."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import kwargs_row
+from sqlalchemy import Connection, Engine
+
+from ai_service import notifications
+from ai_service.driver import Driver, class_rows
+from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, JobStateConflict
+from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
+from ai_service.sql import claim_statement, queries
+from ai_service.states import JobStatus
+from ai_service.store import ops
+from ai_service.store.cursor import decode_cursor, encode_cursor
+
+Scope = Sequence[str] | None  # owner services a caller may touch; None: all
+
+# Fields that must match when an idempotency key is reused.
+IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
+
+_JOB = class_rows(JobRow)
+_BRIEF = class_rows(JobBrief)
+_EVENT = class_rows(JobEventRow)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff_base: float = 10.0
+    backoff_max: float = 600.0
+    max_deferrals: int = 20
+
+
+def _job_and_stopped(*, stopped_lease_token: uuid.UUID | None,
+                     **job: Any) -> tuple[JobRow, uuid.UUID | None]:
+    """A cancel's or retry's row: the job, and apart from it the lease token of the running
+    attempt it ended (None when none was running)."""
+    return JobRow(**job), stopped_lease_token
+
+
+def _job_and_same_input(*, same_input: bool, **job: Any) -> tuple[JobRow, bool]:
+    return JobRow(**job), same_input
+
+
+def brief(job: JobRow) -> JobBrief:
+    """A whole job as the brief answers show it."""
+    return JobBrief(job.id, job.owner_ref, job.idempotency_key, job.status, job.task_type,
+                    job.model_profile, job.worker_id, job.lease_token, job.attempts)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _scope(scope: Scope) -> list[str] | None:
+    return list(scope) if scope is not None else None
+
+
+def _lease_params(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.job_id, "lease_token": lease.lease_token, "worker_id": lease.worker_id}
+
+
+class JobRepository:
+    def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
+        self.engine = engine
+        self.driver = Driver(engine)
+        self.policy = policy or RetryPolicy()
+
+    # ----- creating -------------------------------------------------------------------------
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRow, bool]]:
+        """Insert jobs in one statement, all or nothing. A reused idempotency key returns the
+        existing job (created=False) if it asked for the same work, else IdempotencyConflict."""
+        return self._create(jobs, queries["insert_jobs"], _JOB, lambda job: job)
+
+    def create_jobs_brief(self, jobs: Sequence[NewJob]) -> list[tuple[JobBrief, bool]]:
+        """create_jobs answering each job without its input (what a batch create answers)."""
+        return self._create(jobs, queries["insert_jobs_brief"], _BRIEF, brief)
+
+    def _create(self, jobs: Sequence[NewJob], sql: str, row_factory: Any,
+                shape: Any) -> list[tuple[Any, bool]]:
+        keys = [(j.owner_service, j.idempotency_key) for j in jobs if j.idempotency_key]
+        if len(keys) != len(set(keys)):
+            raise InvalidInput(
+                "idempotency_key repeats within the batch", {"idempotency_key": ["repeated"]}
+            )
+        items = _dump([j.as_json() for j in jobs])
+        with self.driver.transaction() as conn:
+            inserted = {r.id: r for r in self.driver.rows(conn, sql, {"items": items},
+                                                           row_factory)}
+            existing = self._existing_for(conn, [j for j in jobs if j.id not in inserted])
+            if inserted:
+                self._notify(conn)
+        return [
+            (inserted[j.id], True) if j.id in inserted
+            else (shape(existing[(j.owner_service, j.idempotency_key)]), False)
+            for j in jobs
+        ]
+
+    def _existing_for(
+        self, conn: Connection, skipped: list[NewJob]
+    ) -> dict[tuple[str, str | None], JobRow]:
+        """The jobs the skipped items' keys made, by (owner service, key): a key is each owner
+        service's own, and an admin's batch may name several services."""
+        if not skipped:
+            return {}
+        keys = _dump([
+            {"owner_service": j.owner_service, "idempotency_key": j.idempotency_key,
+             "input": j.input}
+            for j in skipped
+        ])
+        rows = self.driver.rows(conn, queries["select_by_idempotency"], {"keys": keys},
+                                kwargs_row(_job_and_same_input))
+        found = {(job.owner_service, job.idempotency_key): (job, same) for job, same in rows}
+        for new in skipped:
+            job, same_input = found[(new.owner_service, new.idempotency_key)]
+            differs = [f for f in IDEMPOTENT_FIELDS
+                       if f != "input" and getattr(job, f) != getattr(new, f)]
+            if not same_input:
+                differs.append("input")
+            if differs:
+                raise IdempotencyConflict(
+                    f"idempotency_key {new.idempotency_key!r} was used for a different job",
+                    {"id": str(job.id), "fields": differs},
+                )
+        return {key: job for key, (job, _) in found.items()}
+
+    # ----- reading --------------------------------------------------------------------------
+
+    def get_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
+        """One job; JobNotFound also when it belongs to an owner service outside `scope`."""
+        rows = self.driver.autocommit_rows(
+            queries["get_job"], {"id": job_id, "scope": _scope(scope)}, _JOB)
+        if not rows:
+            raise JobNotFound(job_id)
+        return rows[0]
+
+    def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[JobEventRow]:
+        """The job's transitions, oldest first."""
+        self.get_job(job_id, scope)
+        return self.driver.autocommit_rows(queries["list_events"], {"job_id": job_id}, _EVENT)
+
+    def list_jobs(
+        self,
+        *,
+        scope: Scope = None,
+        owner_service: str | None = None,
+        owner_ref: str | None = None,
+        status: str | None = None,
+        task_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first, keyset-paginated on (created_at, id) so deep pages stay cheap."""
+        after_created_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = self.driver.autocommit_rows(queries["list_jobs"], {
+            "scope": _scope(scope), "owner_service": owner_service, "owner_ref": owner_ref,
+            "status": status, "task_type": task_type, "limit": limit + 1,
+            "after_created_at": after_created_at, "after_id": after_id,
+        }, _JOB)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        return JobPage(rows, next_cursor)
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None before the first one)."""
+        return ops.schema_revision(self.driver)
+
+    def queue_snapshot(self) -> dict[str, Any]:
+        """Unfinished jobs by status, task type and model profile, and the oldest pending
+        job's age (see store/ops.py)."""
+        return ops.queue_snapshot(self.driver)
+
+    def ops_overview(self, failures: int = 20) -> dict[str, Any]:
+        """Everything the operations page shows, read in one transaction (see store/ops.py)."""
+        return ops.ops_overview(self.driver, failures)
+
+    def stats(self) -> dict[str, Any]:
+        """All-time counts by status, task type and failure category."""
+        return ops.stats(self.driver)
+
+    # ----- the worker's side ----------------------------------------------------------------
+
+    def claim_jobs(
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        lease_seconds: float,
+        task_types: Sequence[str] | None = None,
+        model_profiles: Sequence[str] | None = None,
+        model_concurrency: dict[str, int] | None = None,
+    ) -> list[JobRow]:
+        """Hand up to `limit` claimable jobs to one worker, marking them running with a fresh
+        lease token each, highest priority first. No job is ever handed to two workers."""
+        caps = {
+            p: n for p, n in (model_concurrency or {}).items()
+            if model_profiles is None or p in model_profiles
+        }
+        params = {
+            "worker_id": worker_id, "lease_seconds": lease_seconds,
+            "task_types": list(task_types) if task_types is not None else None,
+            "profiles": list(model_profiles) if model_profiles is not None else None,
+        }
+        if not caps:
+            return self.driver.autocommit_rows(claim_statement(limit, capped=False), params, _JOB)
+        with self.driver.transaction() as conn:  # the lock and the capped claim together
+            self.driver.rows(conn, queries["lock_capped_profiles"], {"profiles": sorted(caps)})
+            return self.driver.rows(conn, claim_statement(limit, capped=True),
+                                    {**params, "caps": _dump(caps)}, _JOB)
+
+    def complete_job(self, lease: Lease, result: Any) -> JobRow:
+        """Store one attempt's result; a lease that is not current is a conflict."""
+        done = self._complete(lease.worker_id, [(lease, result)], queries["complete_jobs"], _JOB)
+        if lease.job_id not in done:
+            raise self._conflict(lease.job_id, "complete", lease)
+        return done[lease.job_id]
+
+    def complete_jobs(
+        self, worker_id: str, results: Sequence[tuple[Lease, Any]]
+    ) -> dict[uuid.UUID, JobBrief]:
+        """Store many results of one worker in one statement. Returns the jobs completed; a job
+        missing from the answer, or answered with another lease token, was no longer held by
+        that lease."""
+        return self._complete(worker_id, results, queries["complete_jobs_brief"], _BRIEF)
+
+    def _complete(self, worker_id: str, results: Sequence[tuple[Lease, Any]], sql: str,
+                  row_factory: Any) -> dict[uuid.UUID, Any]:
+        if not results:
+            return {}
+        items = _dump([
+            {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
+            for lease, result in results
+        ])
+        rows = self.driver.autocommit_rows(sql, {"worker_id": worker_id, "items": items},
+                                           row_factory)
+        return {row.id: row for row in rows}
+
+    def fail_job(
+        self,
+        lease: Lease,
+        category: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> JobRow:
+        """Record a failed attempt: back to pending with backoff if retryable and attempts are
+        left, otherwise failed for good."""
+        return self._change_held(lease, "fail", queries["fail_job"], {
+            "category": category, "message": message, "retryable": retryable,
+            "retry_after": retry_after, **self._backoff_params(),
+        })
+
+    def defer_job(
+        self, lease: Lease, category: str, message: str, *, retry_after: float | None = None
+    ) -> JobRow:
+        """Give the attempt back and try again after retry_after (or the backoff): the provider
+        asked us to slow down. Fails once the job has been deferred max_deferrals times."""
+        return self._change_held(lease, "defer", queries["defer_job"], {
+            "category": category, "message": message, "retry_after": retry_after,
+            "max_deferrals": self.policy.max_deferrals, **self._backoff_params(),
+        })
+
+    def heartbeat_jobs(
+        self, worker_id: str, leases: Sequence[Lease], lease_seconds: float
+    ) -> set[Lease]:
+        """Extend the leases of a worker's running jobs in one statement. Returns the leases
+        still held; one missing from the answer was cancelled, retried or reclaimed."""
+        if not leases:
+            return set()
+        rows = self.driver.autocommit_rows(queries["heartbeat_jobs"], {
+            "worker_id": worker_id, "lease_seconds": lease_seconds,
+            "ids": [lease.job_id for lease in leases],
+            "tokens": [lease.lease_token for lease in leases],
+        })
+        return {Lease(job_id, worker_id, lease_token) for job_id, lease_token in rows}
+
+    def heartbeat_job(self, lease: Lease, lease_seconds: float) -> JobRow:
+        """One job's heartbeat; a job no longer held is a conflict naming its status."""
+        if lease in self.heartbeat_jobs(lease.worker_id, [lease], lease_seconds):
+            return self.get_job(lease.job_id)
+        raise self._conflict(lease.job_id, "heartbeat")
+
+    def release_jobs(self, worker_id: str, leases: Sequence[Lease]) -> set[uuid.UUID]:
+        """Give unfinished jobs back to pending without counting the attempt (shutdown)."""
+        if not leases:
+            return set()
+        with self.driver.transaction() as conn:
+            rows = self.driver.rows(conn, queries["release_jobs"], {
+                "worker_id": worker_id,
+                "ids": [lease.job_id for lease in leases],
+                "tokens": [lease.lease_token for lease in leases],
+            })
+            released = {job_id for (job_id,) in rows}
+            if released:
+                self._notify(conn)
+            return released
+
+    def expire_exhausted_leases(self) -> list[JobRow]:
+        """Fail the running jobs whose lease ran out with no attempts left, with their
+        lease_expired events, and return them. Returns [] without touching anything while
+        another process sweeps."""
+        with self.driver.transaction() as conn:
+            [(locked,)] = self.driver.rows(conn, queries["sweep_lock"], {})
+            if not locked:
+                return []
+            return self.driver.rows(conn, queries["expire_exhausted_leases"], {}, _JOB)
+
+    # ----- the caller's side ----------------------------------------------------------------
+
+    def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
+        """Cancel a pending or running job; a running attempt's worker is told to stop it."""
+        return self._change(job_id, "cancel", queries["cancel_job"], scope, wake=False)
+
+    def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
+        """Back to pending with attempts reset; a running attempt's worker is told to stop it,
+        and workers are woken to claim the job again."""
+        return self._change(job_id, "retry", queries["retry_job"], scope, wake=True)
+
+    # ----- retention ------------------------------------------------------------------------
+
+    def prune_batch(self, older_than_seconds: float, batch_size: int = 500) -> int:
+        """Delete one batch of jobs finished longer ago than that; returns how many."""
+        return self.driver.autocommit_count(
+            queries["prune_batch"], {"older_than": older_than_seconds, "batch_size": batch_size})
+
+    def prune(self, older_than_seconds: float, batch_size: int = 500) -> int:
+        """Delete old finished jobs and their events, batch by batch, until none are left."""
+        total = 0
+        while True:
+            deleted = self.prune_batch(older_than_seconds, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    # ----- helpers --------------------------------------------------------------------------
+
+    def _backoff_params(self) -> dict[str, float]:
+        return {"backoff_base": self.policy.backoff_base, "backoff_max": self.policy.backoff_max}
+
+    def _notify(self, conn: Connection, payload: str = "") -> None:
+        """Wake listening workers (an empty payload) or stop one attempt, once this transaction
+        commits."""
+        self.driver.rows(conn, queries["notify"],
+                         {"channel": notifications.NOTIFY_CHANNEL, "payload": payload})
+
+    def _change(self, job_id: uuid.UUID, action: str, sql: str, scope: Scope, *,
+                wake: bool) -> JobRow:
+        params = {"id": job_id, "scope": _scope(scope)}
+        with self.driver.transaction() as conn:
+            rows = self.driver.rows(conn, sql, params, kwargs_row(_job_and_stopped))
+            if rows:
+                [(job, stopped)] = rows
+                if stopped is not None:
+                    # The worker running that attempt aborts the provider call at once rather
+                    # than at its next heartbeat (the fallback).
+                    self._notify(conn, notifications.stop_payload(job_id, stopped))
+                if wake:
+                    self._notify(conn)
+        if not rows:
+            raise self._conflict(job_id, action, scope=scope)
+        return job
+
+    def _change_held(self, lease: Lease, action: str, sql: str,
+                     extra: dict[str, Any]) -> JobRow:
+        rows = self.driver.autocommit_rows(sql, {**_lease_params(lease), **extra}, _JOB)
+        if not rows:
+            raise self._conflict(lease.job_id, action, lease)
+        return rows[0]
+
+    def _conflict(
+        self, job_id: uuid.UUID, action: str, lease: Lease | None = None, scope: Scope = None
+    ) -> JobNotFound | JobStateConflict:
+        """Explain why a guarded change matched no row: unknown job, wrong status, or a lease
+        that is no longer this worker's."""
+        current = self.get_job(job_id, scope)  # raises JobNotFound
+        reason = ""
+        if lease is not None and current.status == JobStatus.RUNNING:
+            reason = "the lease is held by another attempt"
+        return JobStateConflict(job_id, current.status, action, reason)
