@@ -22,7 +22,8 @@ from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
-from ai_service.repository import JobRepository, Lease
+from ai_service.rows import Lease
+from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
@@ -56,10 +57,8 @@ class RunningJob:
 
 
 class Worker:
-    def __init__(
-        self, repository: JobRepository, runners: Sequence[Runner], config: WorkerConfig
-    ) -> None:
-        self.repository = repository
+    def __init__(self, queue: JobQueue, runners: Sequence[Runner], config: WorkerConfig) -> None:
+        self.queue = queue
         self.runners = list(runners)
         self.config = config
         self._by_route = {
@@ -90,7 +89,7 @@ class Worker:
         if config.listen_conninfo and self.runners:
             self.listener = NotifyListener(config.listen_conninfo, self.wake, self.hard_stop,
                                            config.poll_interval, self.stop_attempt)
-        self._results = ResultWriter(repository, config.worker_id, self.hard_stop,
+        self._results = ResultWriter(queue, config.worker_id, self.hard_stop,
                                      self._free_slots, config.claim_batch)
 
     # ----- control ----------------------------------------------------------------------------
@@ -170,13 +169,12 @@ class Worker:
         return 0, poll - since_last_claim
 
     def _claim(self, size: int) -> int:
-        jobs = self.repository.claim_jobs(
+        jobs = self.queue.claim_jobs(
             self.config.worker_id, size,
             lease_seconds=self.config.lease_seconds,
             task_types=self.task_types, model_profiles=self.model_profiles,
             model_concurrency=self.config.model_concurrency,
         )
-        metrics.record_claimed(jobs, time.time())
         for job in jobs:
             self._start(job)
         return len(jobs)
@@ -261,7 +259,7 @@ class Worker:
         if not held:
             return True
         try:
-            still = self.repository.heartbeat_jobs(
+            still = self.queue.heartbeat_jobs(
                 self.config.worker_id, [r.lease for r in held], self.config.lease_seconds
             )
         except DatabaseUnavailable:
@@ -325,7 +323,7 @@ class Worker:
         backoff = Backoff(cap=2.0)
         for _ in range(5):
             try:
-                released = self.repository.release_jobs(self.config.worker_id, leases)
+                released = self.queue.release_jobs(self.config.worker_id, leases)
                 log.info("gave back %d unfinished jobs", len(released))
                 return
             except DatabaseUnavailable:
