@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster
 from ai_service.logs import configure_logging

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.repository import JobRepository, NewJob, RetryPolicy
 from worker.loop import Worker
