@@ -115,5 +115,5 @@ def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
 
 def job_context(job: dict[str, Any], worker_id: str | None = None) -> dict[str, Any]:
     """`extra` for a log line about a job."""
-    return {"job_id": job["id"], "task_type": job.get("task_type"),
-            "worker_id": worker_id or job.get("worker_id")}
+    return {"job_id": job.id, "task_type": job.task_type,
+            "worker_id": worker_id or job.worker_id}

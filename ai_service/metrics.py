@@ -81,7 +81,7 @@ def configure(settings: Settings) -> None:
 
 def job_labels(job: dict) -> tuple[str, str]:
     """(task_type, model_profile) of a job as its series are labelled."""
-    return _known.job(job["task_type"], job["model_profile"])
+    return _known.job(job.task_type, job.model_profile)
 
 
 def category_label(category: str) -> str:
@@ -182,7 +182,7 @@ def record_claimed(jobs: list[dict], now_epoch: float) -> None:
         JOBS_CLAIMED.labels(*labels).inc(len(group))
         waited = JOB_QUEUE_WAIT_SECONDS.labels(*labels)
         for job in group:
-            waited.observe(max(0.0, now_epoch - job["run_after"].timestamp()))
+            waited.observe(max(0.0, now_epoch - job.run_after.timestamp()))
 
 
 def record_completed(jobs: Iterable[dict]) -> None:
@@ -196,5 +196,5 @@ def record_finished(job: dict, category: str | None = None) -> None:
     if category is None:
         JOBS_COMPLETED.labels(*labels).inc()
     else:
-        final = str(job["status"] == "failed").lower()
+        final = str(job.status == "failed").lower()
         JOBS_FAILED.labels(*labels, category_label(category), final).inc()

@@ -180,12 +180,12 @@ class Worker:
         return len(jobs)
 
     def _start(self, job: dict[str, Any]) -> None:
-        lease = Lease(job["id"], self.config.worker_id, job["lease_token"])
-        runner = self._by_route[(job["task_type"], job["model_profile"])]
+        lease = Lease(job.id, self.config.worker_id, job.lease_token)
+        runner = self._by_route[(job.task_type, job.model_profile)]
         running = RunningJob(job, lease, runner)
         with self._lock:
             self._running[lease] = running
-        log.info("claimed job %s (%s, attempt %d)", job["id"], job["task_type"], job["attempts"],
+        log.info("claimed job %s (%s, attempt %d)", job.id, job.task_type, job.attempts,
                  extra=job_context(job))
         self._jobs.put(running)
 

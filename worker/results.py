@@ -129,8 +129,8 @@ class ResultWriter:
         )
         for result in results:
             job = done.get(result.lease.job_id)
-            if job is not None and job["lease_token"] == result.lease.lease_token:
-                log.info("job %s completed", job["id"], extra=job_context(job))
+            if job is not None and job.lease_token == result.lease.lease_token:
+                log.info("job %s completed", job.id, extra=job_context(job))
             else:
                 log.warning("job %s result not stored: the lease is no longer ours",
                             result.lease.job_id, extra=_lease_context(result.lease))
@@ -147,7 +147,7 @@ class ResultWriter:
                         extra=_lease_context(lease))
             return
         log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
-                 job["status"], extra={**job_context(job), "error_category": outcome.category})
+                 job.status, extra={**job_context(job), "error_category": outcome.category})
 
     def _retrying(self, write: object) -> None:
         """Retry through database outages: a result we hold is not lost because PostgreSQL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from types import SimpleNamespace
 
 from flask import Flask, g
 from gunicorn.glogging import SafeAtoms
@@ -26,7 +27,7 @@ def record(**extra: object) -> logging.LogRecord:
 
 
 def test_json_lines_carry_level_time_message_and_job_context() -> None:
-    job = {"id": "j1", "task_type": "llm_chat", "worker_id": "w-1"}
+    job = SimpleNamespace(id="j1", task_type="llm_chat", worker_id="w-1")
     line = json.loads(JsonFormatter().format(record(**job_context(job))))
     assert line["message"] == "job j1 done" and line["level"] == "INFO"
     assert (line["job_id"], line["task_type"], line["worker_id"]) == ("j1", "llm_chat", "w-1")

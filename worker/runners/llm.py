@@ -35,7 +35,7 @@ class LLMRunner:
 
     def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
         try:
-            request = chat_request(job["input"])
+            request = chat_request(job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:

@@ -24,7 +24,7 @@ class WhisperXRunner:
 
     def run(self, job: dict[str, Any], signal: AbortSignal) -> Outcome:
         try:
-            options = BUILT_IN["transcribe"].load(job["input"])
+            options = BUILT_IN["transcribe"].load(job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")
