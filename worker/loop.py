@@ -57,8 +57,9 @@ class RunningJob:
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, runners: Sequence[Runner], config: WorkerConfig) -> None:
-        self.queue = queue
+    def __init__(self, job_queue: JobQueue, runners: Sequence[Runner],
+                 config: WorkerConfig) -> None:
+        self.queue = job_queue  # the name `queue` is the stdlib module the slots are fed by
         self.runners = list(runners)
         self.config = config
         self._by_route = {
@@ -89,7 +90,7 @@ class Worker:
         if config.listen_conninfo and self.runners:
             self.listener = NotifyListener(config.listen_conninfo, self.wake, self.hard_stop,
                                            config.poll_interval, self.stop_attempt)
-        self._results = ResultWriter(queue, config.worker_id, self.hard_stop,
+        self._results = ResultWriter(job_queue, config.worker_id, self.hard_stop,
                                      self._free_slots, config.claim_batch)
 
     # ----- control ----------------------------------------------------------------------------

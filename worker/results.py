@@ -40,10 +40,10 @@ class _Result:
 
 
 class ResultWriter:
-    def __init__(self, queue: JobQueue, worker_id: str, give_up: threading.Event,
+    def __init__(self, job_queue: JobQueue, worker_id: str, give_up: threading.Event,
                  on_written: Callable[[list[Lease]], None], claim_batch: int = 1,
                  linger: float = LINGER) -> None:
-        self.queue = queue
+        self.queue = job_queue  # the name `queue` is the stdlib module results wait in
         self.worker_id = worker_id
         self.give_up = give_up  # set at hard stop: stop retrying through a database outage
         self.on_written = on_written  # each batch's leases, once durable or refused
