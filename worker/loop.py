@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,11 @@ class Worker:
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
         self.hard_stop = threading.Event()  # give back at once
         self.failure: str | None = None  # why the worker stopped itself, if it did (fail)
+        # Called each time the worker is about to wait with nothing else to do: its loop looked
+        # at its slots and chose not to claim, or its drain waits for running jobs. How a test
+        # knows the worker passed on claiming, or is draining, without sleeping to give it the
+        # chance (tests/unit/test_worker_loop.py).
+        self.on_idle: Callable[[], None] = lambda: None
         # One thread per slot, fed through a queue: a job costs one hand-over, where an
         # executor adds a future and its bookkeeping to every job.
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
@@ -150,6 +155,7 @@ class Worker:
                     last_claim = time.monotonic()  # when the queue was last looked at
                 if claimed == size:
                     continue  # the queue may hold more: see at once whether there is room
+            self.on_idle()
             self.wake.wait(wait)
         self._drain()
 
@@ -296,6 +302,7 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            self.on_idle()
             self.wake.wait(min(remaining, 0.5))
             self.wake.clear()
         self._give_back()
