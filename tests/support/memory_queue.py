@@ -130,6 +130,14 @@ class MemoryQueue:
             self._holds[method] = gate
         return gate
 
+    def close(self) -> None:
+        """End every hold and injected fault, so a worker left waiting on one by a test that
+        failed can still stop."""
+        with self.changed:
+            self._faults.clear()
+            for gate in self._holds.values():
+                gate.set()
+
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0,
                    what: str | None = None) -> None:
         """Wait until predicate() holds, or fail naming what was awaited. It is looked at on

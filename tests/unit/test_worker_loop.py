@@ -99,11 +99,13 @@ class RunningLoop:
             self.queue.changed.notify_all()
 
     def _idle_again(self, poke: Callable[[], None], what: str) -> None:
-        """poke(), then wait for the worker's next idle pass."""
+        """poke(), then wait for the worker's next idle pass (it has none once stopped)."""
         with self.queue.changed:
             seen = self.idle_passes
         poke()
-        self.queue.wait_until(lambda: self.idle_passes > seen, what=what)
+        self.queue.wait_until(lambda: self.idle_passes > seen or not self.thread.is_alive(),
+                              what=what)
+        assert self.thread.is_alive(), f"the worker stopped, waiting until {what}"
 
     def _looked_again_after(self, poke: Callable[[], None], what: str) -> None:
         """poke(), then wait for an idle pass that began after it. The first pass seen may
@@ -156,6 +158,7 @@ def start(queue: MemoryQueue, runner: HeldRunner) -> Iterator[Callable[..., Runn
 
     yield start
     runner.close()
+    queue.close()
     for loop in loops:
         if loop.thread.is_alive():
             loop.worker.request_stop()
