@@ -10,7 +10,7 @@ PGDATA ?= .pgdata
 ADMIN_TOKEN_FILE ?= .local-admin-token
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install postgres browser compiler interop run demo test lint bench clean
+.PHONY: install postgres browser compiler interop run demo test lint bench bench-compare clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,13 @@ test: install interop postgres browser lint
 bench: install postgres
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench
+
+# This checkout against another revision, alternated in one run: `make bench-compare BASE=main~3`
+# (ONLY= narrows it to some benchmarks, as `python -m bench --only` does).
+BASE ?= HEAD~1
+bench-compare: install postgres
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench.compare $(BASE) $(if $(ONLY),--only $(ONLY))
 
 clean:
 	-$(PY) -m ai_service.localpg stop $(PGDATA)

@@ -1,4 +1,5 @@
-"""The Flask application factory: settings → engine → repository → blueprints."""
+"""The Flask application factory: settings → the queue core (ai_service/composition.py) →
+blueprints."""
 
 from __future__ import annotations
 
@@ -10,34 +11,20 @@ from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
-from ai_service import db, driver, metrics
+from ai_service import db, metrics
 from ai_service.api import Services, health, jobs, ops, ops_page
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
+from ai_service.composition import build_core
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.sessions import OpsSessionRepository
-from ai_service.store.jobs import JobRepository, RetryPolicy
-from ai_service.store.tokens import TokenRepository
 from ai_service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def make_repository(
-    settings: Settings, application_name: str, pre_ping: bool = True
-) -> JobRepository:
-    engine = driver.make_engine(settings.database_url, settings.db_pool_size, application_name,
-                                pre_ping)
-    policy = RetryPolicy(
-        backoff_base=settings.retry_backoff_base,
-        backoff_max=settings.retry_backoff_max,
-        max_deferrals=settings.max_deferrals,
-    )
-    return JobRepository(engine, policy)
 
 
 def create_app(settings: Settings | None = None, *, start_sweeper: bool = False) -> Flask:
@@ -67,20 +54,21 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
         JSON_SORT_KEYS=False,
     )
     api = ServiceApi(app)
-    repository = make_repository(settings, "ai-service-web")
+    core = build_core(settings, "ai-service-web")
     app.extensions["ai_service"] = Services(
         settings=settings,
-        repository=repository,
+        repository=core.store,
+        service=core.service,
         api=api,
         head_revision=db.head_revision(settings.database_url),
     )
     register_error_handlers(app)
     _register_request_id(app)
-    tokens = TokenCache(TokenRepository(repository), libpq_url(settings.database_url))
+    tokens = TokenCache(core.tokens, libpq_url(settings.database_url))
     app.extensions["ai_service_tokens"] = tokens
-    app.extensions["ai_service_sessions"] = OpsSessionRepository(repository)
+    app.extensions["ai_service_sessions"] = OpsSessionRepository(core.store)
     register_auth(app, tokens, settings.auth_disabled)
-    sweeper = Sweeper(repository, settings.sweep_interval)
+    sweeper = Sweeper(core.service, settings.sweep_interval)
     app.extensions["ai_service_sweeper"] = sweeper
     if start_sweeper:
         sweeper.start()

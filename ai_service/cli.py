@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ai_service import db, localpg
-from ai_service.app import make_repository
 from ai_service.auth import ROLE_CALLER, hash_token
+from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
@@ -42,11 +42,11 @@ def _check_config(settings: Settings, _: argparse.Namespace) -> int:
 
 @contextmanager
 def _tokens(settings: Settings) -> Iterator[TokenRepository]:
-    repository = make_repository(settings, "ai-service-cli")
+    core = build_core(settings, "ai-service-cli")
     try:
-        yield TokenRepository(repository)
+        yield core.tokens
     finally:
-        repository.engine.dispose()
+        core.close()
 
 
 def _create_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -101,11 +101,11 @@ def _ensure_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _prune(settings: Settings, args: argparse.Namespace) -> int:
-    repository = make_repository(settings, "ai-service-prune")
+    core = build_core(settings, "ai-service-prune")
     try:
-        deleted = repository.prune(args.older_than, args.batch_size)
+        deleted = core.service.prune(args.older_than, args.batch_size)
     finally:
-        repository.engine.dispose()
+        core.close()
     print(f"deleted {deleted} finished jobs (and their events) finished over "
           f"{args.older_than:.0f}s ago")
     return 0

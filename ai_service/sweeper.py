@@ -1,19 +1,19 @@
 """Maintenance apart from claims: fails the jobs whose worker died holding them with no attempts
-left, whether or not anyone claims. Every web and worker process runs one; the repository's
-advisory lock lets one of them sweep at a time, so more processes add no work, only cover."""
+left, whether or not anyone claims (through the job service, which counts them). Every web and
+worker process runs one; the store's advisory lock lets one of them sweep at a time, so more
+processes add no work, only cover."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.rows import JobRow
+from ai_service.service import JobService
 from ai_service.states import ErrorCategory
-from ai_service.store.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ class Sweeper:
     worker the supervisor (worker/main.py) then restarts the process, as for its other
     threads."""
 
-    def __init__(self, repository: JobRepository, interval: float) -> None:
-        self.repository = repository
+    def __init__(self, service: JobService, interval: float) -> None:
+        self.service = service
         self.interval = interval
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
@@ -46,12 +46,11 @@ class Sweeper:
 
     def sweep(self) -> list[JobRow]:
         """One round: fail the exhausted leases (none while another process sweeps)."""
-        failed = self.repository.expire_exhausted_leases()
+        failed = self.service.expire_exhausted_leases()
         for job in failed:
             log.info("job %s failed: its worker stopped renewing the lease and no attempts are "
                      "left", job.id, extra={**job_context(job),
                                                 "error_category": ErrorCategory.LEASE_EXPIRED})
-            metrics.record_finished(job, ErrorCategory.LEASE_EXPIRED)
         return failed
 
     def _run(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from ai_service import db
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster, free_port
 from ai_service.store.tokens import TokenRepository

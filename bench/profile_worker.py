@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.rows import NewJob
 from bench.common import ROOT, fake_llm_server, fresh_database, service_env, throwaway_postgres

@@ -10,12 +10,13 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.localpg import LocalCluster
 from ai_service.logs import configure_logging
 from ai_service.providers.http import AbortSignal
 from ai_service.rows import JobRow, NewJob
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 from bench.common import CpuMeter, Drain, fresh_database, start_together
 from worker.loop import Worker, WorkerConfig
@@ -62,7 +63,7 @@ def _worker_process(url: str, batch: int, name: str, ready: Any) -> None:
     WORKER_CLAIM_LIMIT=4*batch."""
     configure_logging("WARNING", "json")
     repo = _repo(url, pre_ping=False)
-    worker = Worker(repo, [NoopRunner()], WorkerConfig(
+    worker = Worker(JobService(repo), [NoopRunner()], WorkerConfig(
         worker_id=name, concurrency=SLOTS_PER_BATCH * batch, claim_batch=batch, poll_interval=0.05,
         lease_seconds=60, shutdown_grace=5,
     ))

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.rows import NewJob
 from bench import floor

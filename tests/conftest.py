@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from ai_service import db
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings, load_settings
 from ai_service.localpg import LocalCluster, free_port
 from ai_service.store.jobs import JobRepository

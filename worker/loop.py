@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ai_service import metrics
@@ -22,8 +22,8 @@ from ai_service.errors import DatabaseUnavailable
 from ai_service.logs import job_context
 from ai_service.providers.http import AbortSignal
 from ai_service.rows import JobRow, Lease
+from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
-from ai_service.store.jobs import JobRepository
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
 from worker.runners import Abandoned, Failed, Outcome, Runner
@@ -56,10 +56,9 @@ class RunningJob:
 
 
 class Worker:
-    def __init__(
-        self, repository: JobRepository, runners: Sequence[Runner], config: WorkerConfig
-    ) -> None:
-        self.repository = repository
+    def __init__(self, job_queue: JobQueue, runners: Sequence[Runner],
+                 config: WorkerConfig) -> None:
+        self.queue = job_queue  # the name `queue` is the stdlib module the slots are fed by
         self.runners = list(runners)
         self.config = config
         self._by_route = {
@@ -79,6 +78,11 @@ class Worker:
         self.stopping = threading.Event()  # stop claiming, let running jobs finish
         self.hard_stop = threading.Event()  # give back at once
         self.failure: str | None = None  # why the worker stopped itself, if it did (fail)
+        # Called each time the worker is about to wait with nothing else to do: its loop looked
+        # at its slots and chose not to claim, or its drain waits for running jobs. How a test
+        # knows the worker passed on claiming, or is draining, without sleeping to give it the
+        # chance (tests/unit/test_worker_loop.py).
+        self.on_idle: Callable[[], None] = lambda: None
         # One thread per slot, fed through a queue: a job costs one hand-over, where an
         # executor adds a future and its bookkeeping to every job.
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
@@ -90,7 +94,7 @@ class Worker:
         if config.listen_conninfo and self.runners:
             self.listener = NotifyListener(config.listen_conninfo, self.wake, self.hard_stop,
                                            config.poll_interval, self.stop_attempt)
-        self._results = ResultWriter(repository, config.worker_id, self.hard_stop,
+        self._results = ResultWriter(job_queue, config.worker_id, self.hard_stop,
                                      self._free_slots, config.claim_batch)
 
     # ----- control ----------------------------------------------------------------------------
@@ -150,6 +154,7 @@ class Worker:
                     last_claim = time.monotonic()  # when the queue was last looked at
                 if claimed == size:
                     continue  # the queue may hold more: see at once whether there is room
+            self.on_idle()
             self.wake.wait(wait)
         self._drain()
 
@@ -170,13 +175,12 @@ class Worker:
         return 0, poll - since_last_claim
 
     def _claim(self, size: int) -> int:
-        jobs = self.repository.claim_jobs(
+        jobs = self.queue.claim_jobs(
             self.config.worker_id, size,
             lease_seconds=self.config.lease_seconds,
             task_types=self.task_types, model_profiles=self.model_profiles,
             model_concurrency=self.config.model_concurrency,
         )
-        metrics.record_claimed(jobs, time.time())
         for job in jobs:
             self._start(job)
         return len(jobs)
@@ -261,7 +265,7 @@ class Worker:
         if not held:
             return True
         try:
-            still = self.repository.heartbeat_jobs(
+            still = self.queue.heartbeat_jobs(
                 self.config.worker_id, [r.lease for r in held], self.config.lease_seconds
             )
         except DatabaseUnavailable:
@@ -297,6 +301,7 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            self.on_idle()
             self.wake.wait(min(remaining, 0.5))
             self.wake.clear()
         self._give_back()
@@ -325,7 +330,7 @@ class Worker:
         backoff = Backoff(cap=2.0)
         for _ in range(5):
             try:
-                released = self.repository.release_jobs(self.config.worker_id, leases)
+                released = self.queue.release_jobs(self.config.worker_id, leases)
                 log.info("gave back %d unfinished jobs", len(released))
                 return
             except DatabaseUnavailable:

@@ -14,7 +14,7 @@ from types import FrameType
 from prometheus_client import start_http_server
 
 from ai_service import db, metrics
-from ai_service.app import make_repository
+from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # No pre-ping: every database call of the worker already retries through an outage, so a
     # round trip per call is spared.
     pool = max(settings.db_pool_size, 4)
-    repository = make_repository(replace(settings, db_pool_size=pool), "ai-service-worker",
-                                 pre_ping=False)
-    worker = Worker(repository, build_runners(settings), worker_config(settings))
+    core = build_core(replace(settings, db_pool_size=pool), "ai-service-worker", pre_ping=False)
+    worker = Worker(core.service, build_runners(settings), worker_config(settings))
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
         log.info("metrics on %s:%d/metrics", settings.http_host, settings.worker_metrics_port)
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     exit_when_a_thread_dies(worker)
     # A dead worker's last attempt fails here even if no process claims again.
-    sweeper = Sweeper(repository, settings.sweep_interval).start()
+    sweeper = Sweeper(core.service, settings.sweep_interval).start()
     try:
         worker.run()
     except Exception:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         sweeper.stop()
-    repository.engine.dispose()
+    core.close()
     return EXIT_FAILED if worker.failure else 0
 
 

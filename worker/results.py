@@ -12,13 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import DatabaseUnavailable, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.logs import job_context
 from ai_service.rows import Lease
+from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
-from ai_service.store.jobs import JobRepository
 from worker.runners import Completed, Failed, Outcome
 
 log = logging.getLogger("worker")
@@ -41,10 +40,10 @@ class _Result:
 
 
 class ResultWriter:
-    def __init__(self, repository: JobRepository, worker_id: str, give_up: threading.Event,
+    def __init__(self, job_queue: JobQueue, worker_id: str, give_up: threading.Event,
                  on_written: Callable[[list[Lease]], None], claim_batch: int = 1,
                  linger: float = LINGER) -> None:
-        self.repository = repository
+        self.queue = job_queue  # the name `queue` is the stdlib module results wait in
         self.worker_id = worker_id
         self.give_up = give_up  # set at hard stop: stop retrying through a database outage
         self.on_written = on_written  # each batch's leases, once durable or refused
@@ -125,10 +124,9 @@ class ResultWriter:
         self._retrying(lambda: self._fail(_Result(result.lease, failed)))
 
     def _complete(self, results: list[_Result]) -> None:
-        done = self.repository.complete_jobs(
+        done = self.queue.complete_jobs(
             self.worker_id, [(r.lease, r.outcome.result) for r in results]  # type: ignore[union-attr]
         )
-        metrics.record_completed(done.values())
         for result in results:
             job = done.get(result.lease.job_id)
             if job is not None and job.lease_token == result.lease.lease_token:
@@ -141,18 +139,13 @@ class ResultWriter:
         outcome, lease = result.outcome, result.lease
         assert isinstance(outcome, Failed)
         try:
-            if outcome.defer:
-                job = self.repository.defer_job(lease, outcome.category, outcome.message,
-                                                 retry_after=outcome.retry_after)
-            else:
-                job = self.repository.fail_job(lease, outcome.category, outcome.message,
-                                               retryable=outcome.retryable,
-                                               retry_after=outcome.retry_after)
+            job = self.queue.fail_attempt(
+                lease, outcome.category, outcome.message, retryable=outcome.retryable,
+                retry_after=outcome.retry_after, backpressure=outcome.defer)
         except (JobStateConflict, JobNotFound) as exc:
             log.warning("job %s outcome not stored: %s", lease.job_id, exc,
                         extra=_lease_context(lease))
             return
-        metrics.record_finished(job, outcome.category)
         log.info("job %s attempt failed (%s), now %s", lease.job_id, outcome.category,
                  job.status, extra={**job_context(job), "error_category": outcome.category})
 

@@ -1,4 +1,4 @@
-"""HTTP blueprints: parse → repository → serialize. No SQL and no commits here."""
+"""HTTP blueprints: parse → the job service → serialize. No SQL and no commits here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import current_app
 
 from ai_service.api.errors import ServiceApi
 from ai_service.config import Settings
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 
 
@@ -16,7 +17,8 @@ class Services:
     """What the views need, built once per process by create_app."""
 
     settings: Settings
-    repository: JobRepository
+    repository: JobRepository  # the store: the operations views read through it
+    service: JobService
     api: ServiceApi
     head_revision: str | None
 
@@ -27,3 +29,7 @@ def services() -> Services:
 
 def repository() -> JobRepository:
     return services().repository
+
+
+def service() -> JobService:
+    return services().service

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from flask.views import MethodView
 
-from ai_service import metrics, states
-from ai_service.api import repository, services
+from ai_service.api import service, services
 from ai_service.api.auth import allow, principal
 from ai_service.api.bodies import Blueprint, json_body
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
@@ -85,7 +83,7 @@ class Jobs(MethodView):
     @blp.doc(operationId="listJobs")
     def get(self, query: dict[str, Any]) -> Any:
         """List jobs, newest first (keyset pagination: pass next_cursor as cursor)."""
-        return repository().list_jobs(scope=principal().scope, **query)
+        return service().list_jobs(scope=principal().scope, **query)
 
     @allow(*CALLERS)
     @blp.arguments(JobCreateSchema)
@@ -96,8 +94,7 @@ class Jobs(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
         _check_owner([body])
-        [(job, created)] = outcome = repository().create_jobs([NewJob(**body)])
-        metrics.record_created(outcome)
+        job, created = service().create_job(NewJob(**body))
         return job, 201 if created else 200
 
 
@@ -112,8 +109,7 @@ class JobBatch(MethodView):
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
         _check_owner(items)
-        created = repository().create_jobs_brief([NewJob(**item) for item in items])
-        metrics.record_created(created)
+        created = service().create_jobs([NewJob(**item) for item in items])
         jobs = [{**dataclasses.asdict(job), "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}
 
@@ -128,7 +124,7 @@ class JobClaim(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Atomically hand up to `limit` claimable jobs to a worker, each with a lease token."""
         settings = services().settings
-        jobs = repository().claim_jobs(
+        jobs = service().claim_jobs(
             body["worker_id"],
             body["limit"],
             lease_seconds=body.get("lease_seconds", settings.worker_lease),
@@ -136,7 +132,6 @@ class JobClaim(MethodView):
             model_profiles=body.get("model_profiles"),
             model_concurrency=settings.model_concurrency,
         )
-        metrics.record_claimed(jobs, time.time())
         return {"jobs": jobs}
 
 
@@ -148,7 +143,7 @@ class JobItem(MethodView):
     @blp.doc(operationId="getJob")
     def get(self, job_id: uuid.UUID) -> Any:
         """A job's technical state and result."""
-        return repository().get_job(job_id, principal().scope)
+        return service().get_job(job_id, principal().scope)
 
 
 @blp.route("/<uuid:job_id>/events")
@@ -159,7 +154,7 @@ class JobEvents(MethodView):
     @blp.doc(operationId="listJobEvents")
     def get(self, job_id: uuid.UUID) -> Any:
         """Every transition of the job, oldest first: the audit trail."""
-        return repository().list_events(job_id, principal().scope)
+        return service().list_events(job_id, principal().scope)
 
 
 @blp.route("/<uuid:job_id>/complete")
@@ -171,9 +166,7 @@ class JobComplete(MethodView):
     @blp.doc(operationId="completeJob")
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Store the result of the attempt holding this lease token; otherwise 409."""
-        job = repository().complete_job(_lease(job_id, body), body["result"])
-        metrics.record_finished(job)
-        return job
+        return service().complete_job(_lease(job_id, body), body["result"])
 
 
 @blp.route("/<uuid:job_id>/fail")
@@ -186,18 +179,10 @@ class JobFail(MethodView):
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Record a failed attempt. Retryable with attempts left → pending after a backoff;
         category rate_limited → pending after retry_after without spending the attempt."""
-        lease = _lease(job_id, body)
-        if body["category"] in states.DEFERRING_CATEGORIES:
-            job = repository().defer_job(
-                lease, body["category"], body["message"], retry_after=body.get("retry_after")
-            )
-        else:
-            job = repository().fail_job(
-                lease, body["category"], body["message"],
-                retryable=body["retryable"], retry_after=body.get("retry_after"),
-            )
-        metrics.record_finished(job, body["category"])
-        return job
+        return service().fail_attempt(
+            _lease(job_id, body), body["category"], body["message"],
+            retryable=body["retryable"], retry_after=body.get("retry_after"),
+        )
 
 
 @blp.route("/<uuid:job_id>/heartbeat")
@@ -210,7 +195,7 @@ class JobHeartbeat(MethodView):
     def post(self, body: dict[str, Any], job_id: uuid.UUID) -> Any:
         """Extend the lease. 409 when the job is no longer wanted (cancelled, reclaimed)."""
         seconds = body.get("lease_seconds", services().settings.worker_lease)
-        return repository().heartbeat_job(_lease(job_id, body), seconds)
+        return service().heartbeat_job(_lease(job_id, body), seconds)
 
 
 @blp.route("/<uuid:job_id>/retry")
@@ -221,7 +206,7 @@ class JobRetry(MethodView):
     @blp.doc(operationId="retryJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Failed, cancelled or running → pending with attempts allowed again."""
-        return repository().retry_job(job_id, principal().scope)
+        return service().retry_job(job_id, principal().scope)
 
 
 @blp.route("/<uuid:job_id>/cancel")
@@ -232,4 +217,4 @@ class JobCancel(MethodView):
     @blp.doc(operationId="cancelJob")
     def post(self, job_id: uuid.UUID) -> Any:
         """Pending or running → cancelled; a later complete from the worker gets 409."""
-        return repository().cancel_job(job_id, principal().scope)
+        return service().cancel_job(job_id, principal().scope)

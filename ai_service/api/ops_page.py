@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
-from ai_service.api import repository, services
+from ai_service.api import repository, service, services
 from ai_service.auth import ANONYMOUS_ADMIN
 from ai_service.errors import ServiceError
 from ai_service.providers.status import check_providers
@@ -182,7 +182,7 @@ def act(job_id: uuid.UUID, action: str) -> Any:
         return _back("error", "token")
     if not _form_is_genuine(session):
         return _refused()
-    change = repository().retry_job if action == "retry" else repository().cancel_job
+    change = service().retry_job if action == "retry" else service().cancel_job
     try:
         job = change(job_id)
     except ServiceError as exc:

@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from ai_service.api.ops_page import COOKIE
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.store.tokens import TokenRepository
 from tests.acceptance.helpers import Api, create
 from tests.conftest import make_settings

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.localpg import free_port
 from ai_service.store.tokens import TokenRepository
 from tests.acceptance.conftest import GUNICORN, ROOT, Proc

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.rows import JobRow
 from ai_service.store.jobs import JobRepository
 from tests.acceptance.conftest import WORKER, Proc

@@ -6,7 +6,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ai_service.app import create_app, make_repository
+from ai_service.app import create_app
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.store.jobs import JobRepository
 from tests.conftest import issue_token, make_settings

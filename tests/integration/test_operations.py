@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.errors import DatabaseUnavailable
 from ai_service.localpg import LocalCluster, free_port

@@ -16,11 +16,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.errors import DatabaseUnavailable
 from ai_service.localpg import LocalCluster
 from ai_service.rows import Lease
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 from ai_service.store.tokens import TokenRepository
 from tests.conftest import issue_token, make_settings
@@ -207,7 +208,7 @@ def test_results_held_through_an_outage_are_written_once_it_is_back_and_a_reclai
 
     written: list[Lease] = []
     give_up = threading.Event()
-    writer = ResultWriter(repo, "w1", give_up, written.extend)
+    writer = ResultWriter(JobService(repo), "w1", give_up, written.extend)
     own_cluster.stop(mode="fast")
     try:
         with caplog.at_level(logging.INFO, logger="worker"):

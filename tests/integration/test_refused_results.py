@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from ai_service.rows import Lease
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 from worker.results import ResultWriter
@@ -22,7 +23,8 @@ def test_a_result_the_database_refuses_fails_its_job_and_its_batch_mates_are_sto
     fine, poisoned, refused_failure = (claim_one(repo) for _ in range(3))
     written: list[Lease] = []
     give_up = threading.Event()
-    writer = ResultWriter(repo, "w1", give_up, written.extend, claim_batch=3, linger=5.0)
+    writer = ResultWriter(JobService(repo), "w1", give_up, written.extend, claim_batch=3,
+                          linger=5.0)
     try:
         writer.put(lease_of(fine), Completed({"content": "fine"}))
         writer.put(lease_of(poisoned), Completed({"content": "bad \u0000 byte"}))

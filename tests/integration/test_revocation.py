@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from ai_service.api.auth import TokenCache
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster, free_port
 from ai_service.notifications import TOKENS_CHANNEL

@@ -13,10 +13,12 @@ from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from ai_service.app import create_app, make_repository
+from ai_service.app import create_app
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.localpg import LocalCluster
 from ai_service.rows import JobRow
+from ai_service.service import JobService
 from ai_service.sql import queries
 from ai_service.store.jobs import JobRepository
 from ai_service.sweeper import Sweeper
@@ -51,7 +53,7 @@ def sweepers() -> Iterator[Callable[[JobRepository, float], Sweeper]]:
     started: list[Sweeper] = []
 
     def start(repo: JobRepository, interval: float) -> Sweeper:
-        started.append(Sweeper(repo, interval).start())
+        started.append(Sweeper(JobService(repo), interval).start())
         return started[-1]
 
     yield start

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
 from worker.results import ResultWriter
@@ -23,7 +24,7 @@ def test_an_unstorable_outcome_fails_the_job_and_the_writer_goes_on(
     repo.create_jobs([new_job(owner_ref="bad"), new_job(owner_ref="good")])
     bad, good = claim_one(repo, "w"), claim_one(repo, "w")
     written: list = []
-    writer = ResultWriter(repo, "w", threading.Event(), written.extend)
+    writer = ResultWriter(JobService(repo), "w", threading.Event(), written.extend)
     outcome = Completed({"content": text}) if kind == "result" else Failed("invalid_input", text)
     writer.put(lease_of(bad), outcome)
     writer.put(lease_of(good), Completed({"content": "fine"}))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ai_service.rows import Lease
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
 from tests.conftest import make_settings
 from tests.integration.helpers import lease_of, new_job, statement_sizes
@@ -216,8 +217,8 @@ def test_results_that_finish_together_are_written_in_one_statement(repo: JobRepo
     repo.create_jobs([new_job() for _ in range(4)])
     claimed = repo.claim_jobs("test-worker", 4, lease_seconds=60)
     written: list[list[Lease]] = []
-    writer = ResultWriter(repo, "test-worker", threading.Event(), written.append, claim_batch=4,
-                          linger=1.0)
+    writer = ResultWriter(JobService(repo), "test-worker", threading.Event(), written.append,
+                          claim_batch=4, linger=1.0)
     for job in claimed:  # finishing a little apart, as runners on different threads do
         writer.put(lease_of(job), Completed({"content": "ok"}))
         time.sleep(0.01)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ai_service.app import make_repository
+from ai_service.composition import make_repository
 from ai_service.config import Settings
 from ai_service.rows import JobRow, NewJob
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
 from worker.loop import Worker
 from worker.main import build_runners, worker_config
@@ -26,7 +27,7 @@ class RunningWorker:
         config = worker_config(settings)
         if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
             config = replace(config, listen_conninfo=None)
-        self.worker = Worker(self.repo, build_runners(settings), config)
+        self.worker = Worker(JobService(self.repo), build_runners(settings), config)
         self.thread = threading.Thread(target=self.worker.run, name="worker-under-test")
         self.thread.start()
 
