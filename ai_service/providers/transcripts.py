@@ -19,7 +19,8 @@ Every key is always there; what the server did not say is null. The servers diff
   (`segments: {"segments": [...], "word_segments": [...]}`) and a newline-joined `text`.
 
 A word's confidence is `score` (whisperx) or `probability` (faster-whisper): both become
-`score`. Texts lose the leading space Whisper writes before each segment and word.
+`score`. A language Whisper names ("english") becomes its code ("en"), as the others write it.
+Texts lose the leading space Whisper writes before each segment and word.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import bisect
 import math
 from typing import Any
+
+from ai_service.providers.whisper_languages import language_code
 
 # Languages whisperx joins without a space (its LANGUAGES_WITHOUT_SPACES).
 _WITHOUT_SPACES = frozenset({"ja", "zh"})
@@ -47,6 +50,8 @@ def normalise(data: Any) -> dict[str, Any]:
     if not any(segment["words"] for segment in segments):
         _place_words([_word(w) for w in _list_of_dicts(data.get("words"), "words")], segments)
     language = _text_or_none(data.get("language"))
+    if language is not None:
+        language = language_code(language)
     text = _text_or_none(data.get("text"))
     if text is None:
         text = _joined(segments, language)

@@ -70,10 +70,16 @@ def test_faster_whisper_probability_becomes_the_score_and_leading_spaces_go() ->
                                    "speaker": None}
 
 
+@pytest.mark.parametrize(("said", "stored"), [
+    ("english", "en"), ("Haitian Creole", "ht"), ("ru", "ru"), ("klingon", "klingon")])
+def test_a_language_whisper_names_is_stored_as_its_code(said: str, stored: str) -> None:
+    assert normalise({"text": "x", "language": said})["language"] == stored
+
+
 def test_openai_top_level_words_are_placed_in_the_segments_their_time_falls_in() -> None:
     transcript = normalise(recorded("openai_verbose_json"))
     assert transcript["text"] == "Hello, this is Beeline support. My bill is wrong."
-    assert (transcript["language"], transcript["duration"]) == ("english", 4.8)
+    assert (transcript["language"], transcript["duration"]) == ("en", 4.8)
     first, second = transcript["segments"]
     assert [w["word"] for w in first["words"]] == ["Hello", "this", "is", "Beeline", "support"]
     assert [w["word"] for w in second["words"]] == ["My", "bill", "is", "wrong"]
