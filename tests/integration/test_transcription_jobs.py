@@ -1,6 +1,7 @@
-"""Transcribe jobs end to end: a worker configured as an operator would (WHISPERX_API and
-friends), a real database, and the fake transcription server on 127.0.0.1 that serves the
-audio too. What is stored is the one transcript shape, whichever API answered."""
+"""Transcribe jobs end to end: created through the API or the repository, run by a worker
+configured as an operator would (WHISPERX_API and friends) against a real database and the
+fake transcription server on 127.0.0.1, which serves the audio too. What is stored is the one
+transcript shape, whichever API answered."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
 from ai_service.repository import RetryPolicy
 from tests.conftest import make_settings
-from tests.integration.helpers import new_job
+from tests.integration.helpers import job_body, new_job
 from tests.support.fake_asr import FakeASRServer, recorded_answer
 from tests.support.running_worker import RunningWorker
 
@@ -102,3 +104,17 @@ def test_a_task_other_than_transcribe_or_translate_is_refused_before_any_upload(
     assert (done["status"], done["error_category"]) == ("failed", "invalid_input")
     assert "task" in done["error_message"]
     assert asr.uploads == []
+
+
+def test_a_task_other_than_transcribe_or_translate_is_refused_at_create(
+    client: FlaskClient,
+) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(
+        task_type="transcribe", model_profile="whisperx",
+        input={"audio_url": "https://example.com/a.wav", "task": "summarize"}))
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["details"]["fields"] == {
+        "input": {"task": ["must be one of transcribe, translate"]}}
+    assert error["message"] == ("the request is invalid: "
+                                "input.task: must be one of transcribe, translate")
