@@ -302,7 +302,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WHISPERX_URL", "whisperx_url", HTTP_URL, None,
             "base URL of the WhisperX service", BOTH,
             default_shown="unset (no WhisperX runner)"),
-    Setting("WHISPERX_ASR_PATH", "whisperx_asr_path", TEXT, "/asr", "its upload path", WORKER),
+    Setting("WHISPERX_API", "whisperx_api", FORMAT, "asr-webservice",
+            "what the WhisperX service speaks: whisper-asr-webservice's `POST /asr`, or the "
+            "OpenAI audio API's `POST /v1/audio/transcriptions` (speaches, whisperx-api-server, "
+            "OpenAI); see Runners", WORKER, bound=OneOf(("asr-webservice", "openai"))),
+    Setting("WHISPERX_ASR_PATH", "whisperx_asr_path", TEXT, "/asr",
+            "its upload path, with `WHISPERX_API=asr-webservice`", WORKER),
+    Setting("WHISPERX_MODEL", "whisperx_model", TEXT, "whisperx",
+            "the `model` sent with `WHISPERX_API=openai`", WORKER),
+    Setting("WHISPERX_API_KEY", "whisperx_api_key", TEXT, None,
+            "sent as `Authorization: Bearer` to the WhisperX service; never logged or shown",
+            WORKER, secrecy=Secrecy.SECRET, default_shown="unset (none sent)"),
     Setting("WHISPERX_TIMEOUT", "whisperx_timeout", DURATION, "30m",
             "total time of one transcription: audio download and upload together", WORKER,
             bound=POSITIVE),
@@ -391,7 +401,10 @@ class Settings:
     llm_model: str
     llm_timeout: float
     whisperx_url: str | None
+    whisperx_api: str
     whisperx_asr_path: str
+    whisperx_model: str
+    whisperx_api_key: str | None = field(repr=False)
     whisperx_timeout: float
     whisperx_max_audio_bytes: int
     audio_url_allow: tuple[str, ...]

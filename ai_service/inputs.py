@@ -55,6 +55,9 @@ class TranscribeInputSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # callers may keep their own keys in input; they are not sent
     audio_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    # translate: an English transcript whatever was spoken, as Whisper does it.
+    task = fields.String(validate=validate.OneOf(
+        ("transcribe", "translate"), error="must be one of {choices}"))
     language = fields.String(validate=validate.Length(min=2, max=16))
     diarize = fields.Boolean()
     min_speakers = fields.Integer(validate=validate.Range(1, 50))

@@ -20,6 +20,7 @@ from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.llm import LLMClient
+from ai_service.providers.transcription_apis import transcription_api
 from ai_service.providers.whisperx import WhisperXClient
 from ai_service.settings_docs import worker_help
 from ai_service.sweeper import Sweeper
@@ -61,9 +62,11 @@ def build_runners(settings: Settings) -> list[Runner]:
         runners.append(LLMRunner(client))
     if settings.whisperx_url:
         audio_policy = UrlPolicy(settings.audio_url_allow, "AUDIO_URL_ALLOW")
-        client = WhisperXClient(settings.whisperx_url, settings.whisperx_asr_path,
-                                settings.whisperx_timeout, settings.whisperx_max_audio_bytes,
-                                audio_policy)
+        api = transcription_api(settings.whisperx_api, settings.whisperx_url,
+                                settings.whisperx_asr_path, settings.whisperx_model)
+        client = WhisperXClient(settings.whisperx_url, api, settings.whisperx_timeout,
+                                settings.whisperx_max_audio_bytes, audio_policy,
+                                settings.whisperx_api_key)
         runners.append(WhisperXRunner(client))
     return runners
 

@@ -1,5 +1,6 @@
-"""Client for a WhisperX HTTP service, as whisper-asr-webservice (engine whisperx) takes it:
-POST {url}/asr?task=transcribe&output=json with the audio as multipart `audio_file`.
+"""Client for a WhisperX HTTP service: downloads the job's audio, uploads it in the form the
+service's API takes (transcription_apis: whisper-asr-webservice's `/asr` or the OpenAI audio
+API) and returns the transcript in one shape whichever answered (transcripts).
 
 The audio comes from a URL the caller chose, so it is fetched through the URL policy (every
 hop of at most MAX_REDIRECTS redirects, http and https only) and what comes back is reported
@@ -33,6 +34,8 @@ from ai_service.providers.http import (
     parse_retry_after,
     total_deadline,
 )
+from ai_service.providers.transcription_apis import TranscriptionApi
+from ai_service.providers.transcripts import NotATranscript, normalise
 from ai_service.states import ErrorCategory
 
 CHUNK = 1024 * 1024
@@ -41,13 +44,16 @@ CONNECT_TIMEOUT = 10.0
 
 
 class WhisperXClient:
-    def __init__(self, base_url: str, asr_path: str, timeout: float, max_audio_bytes: int,
-                 audio_policy: UrlPolicy) -> None:
-        self.url = base_url.rstrip("/") + "/" + asr_path.lstrip("/")
+    def __init__(self, base_url: str, api: TranscriptionApi, timeout: float,
+                 max_audio_bytes: int, audio_policy: UrlPolicy,
+                 api_key: str | None = None) -> None:
+        self.api = api
         self.timeout = timeout
         self.max_audio_bytes = max_audio_bytes
+        self.api_key = api_key
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # WhisperX itself: the operator's URL, with the environment's proxy settings for it.
-        self._sessions = ThreadSessions(environment=EnvironmentSettings.for_url(self.url))
+        self._sessions = ThreadSessions(environment=EnvironmentSettings.for_url(base_url))
         self._audio_sessions = ThreadSessions(audio_policy)
 
     def transcribe(
@@ -117,19 +123,17 @@ class WhisperXClient:
     def _upload(
         self, audio: IO[bytes], name: str, options: dict[str, Any], signal: AbortSignal
     ) -> requests.Response:
-        params = {"task": "transcribe", "output": "json", **{
-            key: str(value).lower() if isinstance(value, bool) else value
-            for key, value in options.items() if value is not None
-        }}
+        upload = self.api.upload(options)
         try:
             response = self._sessions.get().post(
-                self.url, params=params, files={"audio_file": (name, audio)},
+                upload.url, params=upload.params, data=upload.form,
+                files={upload.file_field: (name, audio)}, headers=self._headers,
                 timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
             )
         except requests.RequestException as exc:
             raise classify_exception(exc, signal) from None
         if response.status_code >= 400:
-            raise classify_status(response)
+            raise classify_status(response, self.api_key)
         return response
 
 
@@ -170,15 +174,12 @@ def _file_name(url: str) -> str:
 def parse_transcript(response: requests.Response) -> dict[str, Any]:
     try:
         data = response.json()
-        segments = [
-            {
-                "start": float(s["start"]), "end": float(s["end"]), "text": str(s["text"]),
-                **({"speaker": s["speaker"]} if s.get("speaker") is not None else {}),
-            }
-            for s in data.get("segments") or []
-        ]
-        return {"text": str(data["text"]), "segments": segments, "language": data.get("language")}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ProviderError(
-            ErrorCategory.BAD_RESPONSE, "the WhisperX answer is not a transcript", retryable=True
-        ) from None
+    except ValueError:
+        raise ProviderError(ErrorCategory.BAD_RESPONSE, "the WhisperX answer is not JSON",
+                            retryable=True) from None
+    try:
+        return normalise(data)
+    except NotATranscript as exc:
+        raise ProviderError(ErrorCategory.BAD_RESPONSE,
+                            f"the WhisperX answer is not a transcript: {exc}",
+                            retryable=True) from None

@@ -239,6 +239,7 @@ def test_a_declared_bound_refuses_a_value_outside_it_naming_the_variable(
     [
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: must be json or text"),
+        ({"WHISPERX_API": "grpc"}, "WHISPERX_API: must be asr-webservice or openai"),
         ({"HTTP_PORT": "0"}, "HTTP_PORT: must be between 1 and 65535"),
         ({"MAX_DEFERRALS": "-1"}, "MAX_DEFERRALS: must be >= 0"),
         ({"SWEEP_INTERVAL": "0"}, "SWEEP_INTERVAL: must be > 0"),
