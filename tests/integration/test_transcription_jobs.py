@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from ai_service.repository import RetryPolicy
+from ai_service.rows import JobRow
+from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
 from tests.integration.helpers import job_body, new_job
 from tests.support.fake_asr import FakeASRServer, recorded_answer
@@ -46,12 +47,12 @@ def start_worker(database_url: str,
         running.stop()
 
 
-def transcribe(w: RunningWorker, asr: FakeASRServer, **job_input: Any) -> dict[str, Any]:
+def transcribe(w: RunningWorker, asr: FakeASRServer, **job_input: Any) -> JobRow:
     [(job, _)] = w.repo.create_jobs([new_job(
         task_type="transcribe", model_profile="whisperx",
         input={"audio_url": f"{asr.root_url}/audio/call.wav", **job_input},
     )])
-    return w.wait_finished(job["id"])
+    return w.wait_finished(job.id)
 
 
 def test_an_openai_api_transcription_is_stored_in_the_one_shape(
@@ -59,8 +60,8 @@ def test_an_openai_api_transcription_is_stored_in_the_one_shape(
 ) -> None:
     w = start_worker(WHISPERX_API="openai", WHISPERX_MODEL="large-v3", WHISPERX_API_KEY=KEY)
     done = transcribe(w, asr, language="en", diarize=True)
-    assert done["status"] == "completed", done
-    result = done["result"]
+    assert done.status == "completed", done
+    result = done.result
     assert set(result) == {"text", "language", "duration", "segments", "duration_ms"}
     assert (result["text"], result["language"], result["duration"]) == (
         "Hello, this is Beeline support. My bill is wrong.", "en", 4.8)
@@ -88,8 +89,8 @@ def test_a_whisperx_answer_with_nan_times_is_stored_with_nulls(
     asr.answer("/asr", 200, answer)
     w = start_worker()
     done = transcribe(w, asr, task="translate")
-    assert done["status"] == "completed", done
-    numeral = done["result"]["segments"][1]["words"][3]
+    assert done.status == "completed", done
+    numeral = done.result["segments"][1]["words"][3]
     assert numeral == {"word": "2024", "start": None, "end": None, "score": None,
                        "speaker": None}
     [upload] = asr.uploads
@@ -101,8 +102,8 @@ def test_a_task_other_than_transcribe_or_translate_is_refused_before_any_upload(
 ) -> None:
     w = start_worker()
     done = transcribe(w, asr, task="summarize")
-    assert (done["status"], done["error_category"]) == ("failed", "invalid_input")
-    assert "task" in done["error_message"]
+    assert (done.status, done.error_category) == ("failed", "invalid_input")
+    assert "task" in done.error_message
     assert asr.uploads == []
 
 
