@@ -168,6 +168,27 @@ class JobItems(fields.List):
         return value
 
 
+# The built-in task types' input and result, in the words a generated client shows; the README's
+# "Chat completions" section has the field table.
+INPUT_DOC = (
+    "The caller's JSON object for the runner. Built-in task types are checked at create: "
+    "`llm_chat` takes `messages` ({role, content} with string content) or `user` and "
+    "`system`, plus `max_tokens`, `temperature`, `top_p`, `stop`, `response_format`; "
+    "`chat_completion` takes the OpenAI chat-completions request body less `model` and "
+    "`stream` (`messages` with string or `text`/`image_url` part content, roles system, user, "
+    "assistant, tool, `tool_calls`, `tool_call_id`; `tools`, `tool_choice`, `response_format` "
+    "text/json_object/json_schema, `max_tokens`, `max_completion_tokens`, `temperature`, "
+    "`top_p`, `stop`, `seed`, `presence_penalty`, `frequency_penalty`, `logprobs`, "
+    "`top_logprobs`, `n`) and refuses any other key; `transcribe` takes `audio_url`, "
+    "`language`, `diarize`, `min_speakers`, `max_speakers`. Other task types: free-form.")
+RESULT_DOC = (
+    "What the worker stored. `llm_chat`: `content`, `model`, `usage`, `finish_reason`, "
+    "`duration_ms` (and `parsed` when JSON was asked for). `chat_completion`: `message` "
+    "(`content`, `tool_calls`, `refusal`, and `parsed` when JSON was asked for), "
+    "`finish_reason`, `usage`, `model`, `endpoint`, `duration_ms`, and `choices` when n > 1. "
+    "`transcribe`: `text`, `segments`, `language`, `duration_ms`.")
+
+
 class JobFieldsSchema(InputSchema):
     """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
 
@@ -175,7 +196,7 @@ class JobFieldsSchema(InputSchema):
     owner_ref = _name(m.OWNER_REF_MAX)
     task_type = _name(m.TASK_TYPE_MAX)
     model_profile = _name(m.MODEL_PROFILE_MAX)
-    input = JsonObject(metadata={"description": "The caller's JSON object for the runner."})
+    input = JsonObject(metadata={"description": INPUT_DOC})
     priority = fields.Integer(
         validate=validate.Range(-MAX_PRIORITY, MAX_PRIORITY),
         metadata={"description": "Higher is claimed first. Default 0."},
@@ -198,7 +219,7 @@ class JobCreateSchema(JobFieldsSchema):
     owner_ref = _name(m.OWNER_REF_MAX, required=True)
     task_type = _name(m.TASK_TYPE_MAX, required=True)
     model_profile = _name(m.MODEL_PROFILE_MAX, required=True)
-    input = JsonObject(required=True)
+    input = JsonObject(required=True, metadata={"description": INPUT_DOC})
 
     @validates_schema(skip_on_field_errors=True)
     def _built_in_input(self, data: dict[str, Any], **_: Any) -> None:
@@ -258,7 +279,7 @@ class JobSchema(Schema):
     task_type = fields.String(required=True)
     model_profile = fields.String(required=True)
     input = fields.Dict(required=True)
-    result = fields.Raw(required=True, allow_none=True)
+    result = fields.Raw(required=True, allow_none=True, metadata={"description": RESULT_DOC})
     status = job_status(required=True)
     priority = fields.Integer(required=True)
     run_after = fields.DateTime(required=True)

@@ -63,6 +63,12 @@ class ErrorCategory(StrEnum):
     # A provider's answer that is not what was asked for; the worker also stores it, as final,
     # when the database refuses the answer it got.
     BAD_RESPONSE = "bad_response", True
+    # An answer asked for as JSON (response_format) that is not valid JSON or breaks the
+    # caller's schema: sampling again often gives a good one.
+    BAD_OUTPUT = "bad_output", True
+    # An answer asked for as JSON that the token limit cut short: the same max_tokens would cut
+    # it again, so the caller must raise it.
+    TRUNCATED = "truncated", False
     # Set by the sweeper on a job whose worker stopped renewing its lease with no attempts left.
     LEASE_EXPIRED = "lease_expired", False
     # A runner raised something it did not classify: a bug or a transient fault, retried.

@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from ai_service.config import redact_url
 from ai_service.metrics import LLM_TOKENS
 from ai_service.providers.http import (
     AbortSignal,
@@ -47,11 +48,13 @@ class LLMClient:
         self._completions = JsonPoster(sessions, f"{self.base_url}/chat/completions", headers)
 
     def chat(self, request: dict[str, Any], signal: AbortSignal | None = None) -> dict[str, Any]:
-        """POST /chat/completions; returns the result the job stores. Raises ProviderError
-        (classified) or Aborted."""
+        """POST /chat/completions with `request` (the body less `model`) sent as it is; returns
+        the answer: `model`, `usage`, every choice (see parse_completion), the `endpoint` that
+        answered and `duration_ms`. Raises ProviderError (classified) or Aborted."""
         started = time.monotonic()
         with observed_call("llm"):
             result = self._call({**request, "model": self.model}, signal)
+        result["endpoint"] = redact_url(self.base_url)
         result["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         for kind in ("prompt", "completion"):
             LLM_TOKENS.labels(self.model, kind).inc(result["usage"][f"{kind}_tokens"])
@@ -83,25 +86,46 @@ def classify_llm_error(response: requests.Response, api_key: str | None) -> Prov
 
 
 def parse_completion(response: requests.Response) -> dict[str, Any]:
-    """Pick what a caller needs from a chat.completion; anything else is a bad_response."""
+    """The answer of a chat.completion: `model`, `usage` (its token counts as integers) and
+    `choices`, each `{index, message: {content, tool_calls, refusal}, finish_reason}` (and
+    `logprobs` when the server sent them). Anything else is a bad_response."""
     try:
         data = response.json()
-        choice = data["choices"][0]
-        content = choice["message"]["content"]
         usage = data.get("usage") or {}
-        if content is not None and not isinstance(content, str):
-            raise TypeError("content is not a string")
+        choices = [_choice(index, choice) for index, choice in enumerate(data["choices"])]
+        if not choices:
+            raise IndexError("no choices")
         return {
-            "content": content,
             "model": data.get("model"),
             "usage": {
                 key: int(usage.get(key) or 0)
                 for key in ("prompt_tokens", "completion_tokens", "total_tokens")
             },
-            "finish_reason": choice.get("finish_reason"),
+            "choices": choices,
         }
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ProviderError(
             ErrorCategory.BAD_RESPONSE,
             "the provider's answer is not a chat completion", retryable=True
         ) from None
+
+
+def _choice(index: int, choice: dict[str, Any]) -> dict[str, Any]:
+    message = choice["message"]
+    content, tool_calls, refusal = (message.get(key) for key in ("content", "tool_calls",
+                                                                  "refusal"))
+    if content is not None and not isinstance(content, str):
+        raise TypeError("content is not a string")
+    if tool_calls is not None and not (
+            isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
+        raise TypeError("tool_calls is not a list of calls")
+    if refusal is not None and not isinstance(refusal, str):
+        raise TypeError("refusal is not a string")
+    parsed: dict[str, Any] = {
+        "index": choice.get("index", index),
+        "message": {"content": content, "tool_calls": tool_calls or None, "refusal": refusal},
+        "finish_reason": choice.get("finish_reason"),
+    }
+    if choice.get("logprobs") is not None:
+        parsed["logprobs"] = choice["logprobs"]
+    return parsed

@@ -8,6 +8,11 @@ Each request can decide its own fate with inline directives such as
 the start of uploaded audio bytes), which keeps concurrent tests independent.
 Without a fault directive, ``fault_mix`` injects faults at random (seeded).
 
+A test scripts the answers themselves with ``FakeLLMServer.script(name, ...)``, which
+returns the ``[[answer:NAME]]`` directive to put in a message: tool calls, several
+choices, a refusal, JSON good or bad, a cut-off ``finish_reason``. Without one the
+answer echoes the last user message, once per choice asked for with ``n``.
+
 Run standalone::
 
     python -m tests.support.fake_llm --port 8099 --latency-ms 200 \
@@ -37,7 +42,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 HOST = "127.0.0.1"  # never bind anything else: this is a test fixture
 
-_DIRECTIVE_RE = re.compile(r"\[\[(fault|latency):([^\[\]]*)\]\]")
+_DIRECTIVE_RE = re.compile(r"\[\[(fault|latency|answer):([^\[\]]*)\]\]")
 # Audio bodies are binary: only a leading run of directives is honoured.
 _AUDIO_DIRECTIVES_RE = re.compile(rb"^(?:\s*\[\[(?:fault|latency):[^\[\]]*\]\])+")
 _BOUNDARY_RE = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
@@ -133,6 +138,7 @@ class _Fault:
 class _Directives:
     fault: _Fault | None = None
     latency_ms: float | None = None
+    answer: str | None = None  # the name of a scripted answer
     error: str | None = None  # a typo in a directive should fail loudly, not pass
 
 
@@ -162,6 +168,8 @@ def _parse_directives(text: str) -> tuple[_Directives, str]:
         try:
             if kind == "latency":
                 found.latency_ms = float(spec)
+            elif kind == "answer":
+                found.answer = spec
             elif found.fault is None:  # first fault directive wins
                 found.fault = _parse_fault(spec)
         except ValueError as exc:
@@ -421,16 +429,18 @@ class _Handler(BaseHTTPRequestHandler):
         directives, clean = _parse_directives(raw)
         if self._apply(("chat", raw), directives):
             return
-        words = f"echo: {clean}".split()
-        finish_reason = "stop"
-        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
-        if isinstance(limit, int) and not isinstance(limit, bool) and len(words) > limit:
-            words, finish_reason = words[: max(limit, 0)], "length"
-        content = " ".join(words) if finish_reason == "length" else f"echo: {clean}"
+        if directives.answer is not None:
+            scripted = self.server.fake._next_answer(directives.answer)
+            if scripted is None:
+                error = f"fake-llm: no answer scripted as {directives.answer!r}"
+                self._json(400, {"error": {"message": error, "type": "invalid_request"}})
+                return
+            choices, completion_tokens = scripted, 1
+        else:
+            choices, completion_tokens = self._echo(clean, payload)
         prompt_tokens = sum(
             len(_content_text(m.get("content")).split()) for m in messages if isinstance(m, dict)
         )
-        message = {"role": "assistant", "content": content}
         self._json(
             200,
             {
@@ -438,14 +448,29 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": payload.get("model") or self.server.fake.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+                "choices": [{"index": i, **choice} for i, choice in enumerate(choices)],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(words),
-                    "total_tokens": prompt_tokens + len(words),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
                 },
             },
         )
+
+    @staticmethod
+    def _echo(clean: str, payload: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """`echo: <the last user message>`, cut at max_tokens words; n copies when n > 1."""
+        words = f"echo: {clean}".split()
+        finish_reason = "stop"
+        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool) and len(words) > limit:
+            words, finish_reason = words[: max(limit, 0)], "length"
+        content = " ".join(words) if finish_reason == "length" else f"echo: {clean}"
+        n = payload.get("n")
+        copies = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        message = {"role": "assistant", "content": content}
+        choice = {"message": message, "finish_reason": finish_reason}
+        return [dict(choice) for _ in range(copies)], len(words) * copies
 
     def _asr(self, body: bytes, query: dict[str, str]) -> None:
         audio = _multipart_file(body, self.headers.get("Content-Type", ""), "audio_file")
@@ -471,6 +496,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no audio {name}", "type": "not_found"}})
         else:
             self._send(200, data, content_type="audio/wav")
+
+
+def choice(content: str | None = None, *, tool_calls: list[dict[str, Any]] | None = None,
+           refusal: str | None = None, finish_reason: str = "stop") -> dict[str, Any]:
+    """One scripted choice of a chat completion, as OpenAI writes it."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    return {"message": message, "finish_reason": finish_reason}
+
+
+def tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)}}
 
 
 class FakeLLMServer:
@@ -501,6 +540,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._times_seen: dict[Any, int] = {}
         self._audio: dict[str, bytes] = {}
+        self._scripts: dict[str, list[list[dict[str, Any]]]] = {}
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
@@ -571,6 +611,16 @@ class FakeLLMServer:
         with self._lock:
             return [r for r in self.requests if r["path"] == "/v1/chat/completions"]
 
+    def script(self, name: str, *replies: dict[str, Any] | list[dict[str, Any]]) -> str:
+        """Script the answers to requests carrying ``[[answer:NAME]]`` (the directive returned):
+        the replies in order, the last one again after that. A reply is one choice (see
+        ``choice``) or a list of them."""
+        if not replies:
+            raise ValueError("script at least one reply")
+        with self._lock:
+            self._scripts[name] = [r if isinstance(r, list) else [r] for r in replies]
+        return f"[[answer:{name}]]"
+
     def set_audio(self, name: str, data: bytes) -> None:
         with self._lock:
             self._audio[name] = bytes(data)
@@ -580,6 +630,13 @@ class FakeLLMServer:
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(entry)
+
+    def _next_answer(self, name: str) -> list[dict[str, Any]] | None:
+        with self._lock:
+            replies = self._scripts.get(name)
+            if not replies:
+                return None
+            return json.loads(json.dumps(replies.pop(0) if len(replies) > 1 else replies[0]))
 
     def _count_disconnect(self) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.fake_llm import FakeLLMServer
+from tests.support.fake_llm import FakeLLMServer, choice, tool_call
 
 AUTH = {"Authorization": "Bearer sk-test"}
 
@@ -96,3 +96,22 @@ def test_audio_serving(fake: FakeLLMServer) -> None:
     assert resp.content == b"RIFFdata" and resp.headers["Content-Type"] == "audio/wav"
     assert requests.get(f"{fake.root_url}/audio/nope.wav", timeout=5).status_code == 404
     assert [r["path"] for r in fake.requests] == ["/audio/clip.wav", "/audio/nope.wav"]
+
+
+def test_scripted_answers_come_in_order_and_the_last_one_repeats(fake: FakeLLMServer) -> None:
+    call = tool_call("call_1", "get_weather", {"city": "Paris"})
+    directive = fake.script("weather", choice(tool_calls=[call], finish_reason="tool_calls"),
+                            [choice("a"), choice('{"b": 1}', finish_reason="length")])
+    answers = [chat(fake, f"weather? {directive}").json()["choices"] for _ in range(3)]
+    assert answers[0] == [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}}]
+    assert answers[1] == answers[2]
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in answers[1]] == [
+        (0, "a", "stop"), (1, '{"b": 1}', "length")]
+    assert chat(fake, "[[answer:nothing]]").status_code == 400
+
+
+def test_n_echo_choices(fake: FakeLLMServer) -> None:
+    answer = chat(fake, "hi", n=3).json()
+    assert [c["message"]["content"] for c in answer["choices"]] == ["echo: hi"] * 3
+    assert [c["index"] for c in answer["choices"]] == [0, 1, 2]

@@ -85,7 +85,8 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def chat(client: LLMClient) -> str:
-    return client.chat({"messages": [{"role": "user", "content": "hello"}]})["content"]
+    answer = client.chat({"messages": [{"role": "user", "content": "hello"}]})
+    return answer["choices"][0]["message"]["content"]
 
 
 def test_the_operators_http_proxy_carries_every_llm_call(

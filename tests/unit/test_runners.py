@@ -11,14 +11,14 @@ from worker.runners.llm import chat_request
 
 
 def test_compact_system_and_user_become_messages() -> None:
-    assert chat_request({"system": "Be brief.", "user": "Hi", "max_tokens": 5}) == {
+    assert chat_request("llm_chat", {"system": "Be brief.", "user": "Hi", "max_tokens": 5}) == {
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
         "max_tokens": 5,
     }
 
 
 def test_messages_and_options_pass_through_and_caller_keys_are_dropped() -> None:
-    body = chat_request({
+    body = chat_request("llm_chat", {
         "messages": [{"role": "user", "content": "x"}], "temperature": 0.2, "top_p": 0.9,
         "stop": ["\n"], "response_format": {"type": "json_object"}, "call_id": 42,
     })
@@ -39,7 +39,7 @@ def test_messages_and_options_pass_through_and_caller_keys_are_dropped() -> None
 ])
 def test_invalid_llm_input_is_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
-        chat_request(bad)
+        chat_request("llm_chat", bad)
 
 
 def response(status: int, body: str = "{}", headers: dict | None = None) -> requests.Response:

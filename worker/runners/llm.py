@@ -1,4 +1,8 @@
-"""The LLM runner: llm_chat and chat_completion jobs for the model profile LLM_MODEL."""
+"""The LLM runner: llm_chat and chat_completion jobs for the model profile LLM_MODEL.
+
+llm_chat is the compact form (system/user or string messages in; `content` out);
+chat_completion sends the caller's chat-completions body as it is and keeps the whole answer.
+Both check an answer asked for as JSON (ai_service/structured_output.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +15,17 @@ from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
 from ai_service.rows import JobRow
 from ai_service.states import ErrorCategory
+from ai_service.structured_output import checked_answer, wants_json
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
 TASK_TYPES = frozenset({"llm_chat", "chat_completion"})
 
 
-def chat_request(job_input: dict[str, Any]) -> dict[str, Any]:
+def chat_request(task_type: str, job_input: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions body for a job's input; ValidationError if it is not one."""
-    data = BUILT_IN["llm_chat"].load(job_input)
+    data = BUILT_IN[task_type].load(job_input)
+    if task_type == "chat_completion":
+        return data
     messages = data.pop("messages", None)
     if messages is None:
         system, user = data.pop("system", None), data.pop("user")
@@ -28,6 +35,39 @@ def chat_request(job_input: dict[str, Any]) -> dict[str, Any]:
     return {"messages": messages, **data}
 
 
+def llm_chat_result(answer: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """The first choice's `content`, and `parsed` beside it when JSON was asked for."""
+    choice = answer["choices"][0]
+    result = {"content": choice["message"]["content"], "model": answer["model"],
+              "usage": answer["usage"], "finish_reason": choice["finish_reason"],
+              "duration_ms": answer["duration_ms"]}
+    if wants_json(request.get("response_format")):
+        result["parsed"] = checked_answer(choice, request["response_format"])
+    return result
+
+
+def chat_completion_result(answer: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """The whole answer: the first choice's `message` (`content`, `tool_calls`, `refusal`, and
+    `parsed` when JSON was asked for) and `finish_reason`, every choice when n > 1, `usage`,
+    `model`, the `endpoint` that answered, `duration_ms`."""
+    choices = answer["choices"]
+    if wants_json(request.get("response_format")):
+        for choice in choices:
+            choice["message"]["parsed"] = checked_answer(choice, request["response_format"])
+    first = choices[0]
+    result = {"message": first["message"], "finish_reason": first["finish_reason"],
+              "usage": answer["usage"], "model": answer["model"],
+              "endpoint": answer["endpoint"], "duration_ms": answer["duration_ms"]}
+    if "logprobs" in first:
+        result["logprobs"] = first["logprobs"]
+    if request.get("n", 1) > 1 or len(choices) > 1:
+        result["choices"] = choices
+    return result
+
+
+RESULTS = {"llm_chat": llm_chat_result, "chat_completion": chat_completion_result}
+
+
 class LLMRunner:
     def __init__(self, client: LLMClient) -> None:
         self.client = client
@@ -35,11 +75,13 @@ class LLMRunner:
         self.model_profiles = frozenset({client.model})
 
     def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
+        task_type = job.task_type
         try:
-            request = chat_request(job.input)
+            request = chat_request(task_type, job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:
-            return Completed(self.client.chat(request, signal))
+            answer = self.client.chat(request, signal)
+            return Completed(RESULTS[task_type](answer, request))
         except (ProviderError, Aborted) as exc:
             return outcome_of_error(exc)
