@@ -61,7 +61,13 @@ def brief(job: JobRow) -> JobBrief:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    """JSON as jsonb takes it. NaN and Infinity have no jsonb spelling (a provider's answer may
+    hold them): a value holding one is refused like any value the database refuses, so the
+    caller fails that job rather than dying on it."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise InvalidInput("the database refused a value", {"database": [str(exc)]}) from None
 
 
 def _scope(scope: Scope) -> list[str] | None:
