@@ -28,6 +28,7 @@ DEFAULT_ONLY = ("floor", "repository", "http", "worker")
 
 def _worktree(base: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="ai-service-bench-base-")) / "tree"
+    path.parent.chmod(0o755)  # PostgreSQL's tools, run as postgres, start in this directory
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet",
                     str(path), base], check=True)
     return path
