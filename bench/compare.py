@@ -48,16 +48,19 @@ def _env(tree: Path) -> dict[str, str]:
 
 def figures(results: dict[str, Any]) -> dict[tuple[str, ...], float]:
     """Every numeric figure of a run, keyed by benchmark, the row's text fields and the
-    figure's name (rows are told apart by their labels, not their order)."""
+    figure's name: rows are told apart by their labels, not their order, where the labels tell
+    them apart; rows whose text fields are the same (or absent) by their place in the table."""
     found: dict[tuple[str, ...], float] = {}
     for name, rows in results.items():
         if name in ("machine", "targets") or not isinstance(rows, list):
             continue
-        for row in rows:
-            labels = tuple(f"{k}={v}" for k, v in row.items() if isinstance(v, str))
+        labels = [tuple(f"{k}={v}" for k, v in row.items() if isinstance(v, str)) for row in rows]
+        for n, (row, label) in enumerate(zip(rows, labels, strict=True)):
+            if labels.count(label) > 1:
+                label = (f"row {n + 1}", *label)
             for key, value in row.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
-                    found[(name, *labels, key)] = float(value)
+                    found[(name, *label, key)] = float(value)
     return found
 
 

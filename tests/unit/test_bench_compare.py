@@ -30,3 +30,10 @@ def test_each_side_is_the_median_of_its_rounds() -> None:
     head = [run(instant=100.0)]
     row = next(r for r in compare(base, head) if r[2] == "jobs_per_s")
     assert row[3] == 100.0 and row[6] == "2.22"
+
+
+def test_rows_without_telling_labels_are_told_apart_by_their_place() -> None:
+    run_ = {"worker": [{"workers": 1, "jobs_per_s": 80.0}, {"workers": 4, "jobs_per_s": 300.0}]}
+    found = figures(run_)
+    assert found[("worker", "row 1", "jobs_per_s")] == 80.0
+    assert found[("worker", "row 2", "jobs_per_s")] == 300.0
