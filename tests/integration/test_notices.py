@@ -114,6 +114,24 @@ def test_a_cancel_that_rolls_back_stops_nothing(
     assert listener.received() == []
 
 
+def test_a_cancel_whose_stop_cannot_be_sent_does_not_happen(
+    jobs: JobService, repo: JobRepository, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stop belongs to the change: a cancel that committed without it would leave the
+    # worker running the attempt until its next heartbeat.
+    running = running_job(jobs, repo)
+    listener.received()
+
+    def refused(self: JobTransaction, notice: Notice) -> None:
+        raise RuntimeError("the notice could not be sent")
+
+    monkeypatch.setattr(JobTransaction, "notify", refused)
+    with pytest.raises(RuntimeError):
+        jobs.cancel_job(running.id)
+    assert repo.get_job(running.id).status == "running"
+    assert listener.received() == []
+
+
 def test_a_cancel_that_conflicts_sends_nothing(
     jobs: JobService, repo: JobRepository, listener: Listener
 ) -> None:
@@ -204,3 +222,16 @@ def test_claiming_completing_and_renewing_leases_notify_nobody(
     assert len(done) == 3
     assert listener.received() == []
 
+
+
+def test_what_waits_for_the_commit_runs_after_it_and_never_after_a_rollback(
+    repo: JobRepository,
+) -> None:
+    ran: list[str] = []
+    with repo.transaction() as tx:
+        tx.after_commit(lambda: ran.append("committed"))
+        assert ran == []
+    with pytest.raises(RuntimeError), repo.transaction() as tx:
+        tx.after_commit(lambda: ran.append("rolled back"))
+        raise RuntimeError("the change failed")
+    assert ran == ["committed"]
