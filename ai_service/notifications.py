@@ -1,14 +1,49 @@
-"""The NOTIFY channels and their payloads. Workers LISTEN on NOTIFY_CHANNEL: an empty payload
-means "jobs may be claimable", a stop payload names one attempt to abandon at once. Every web
-process LISTENs on TOKENS_CHANNEL (ai_service/revocation.py) and forgets its cached tokens."""
+"""The NOTIFY channels, the notices sent on them, and their payloads. Workers LISTEN on
+NOTIFY_CHANNEL: an empty payload means "jobs may be claimable" (WakeWorkers), a stop payload
+names one attempt to abandon at once (StopAttempt). Every web process LISTENs on TOKENS_CHANNEL
+(ai_service/revocation.py) and forgets its cached tokens.
+
+The job service decides which notices a change sends (ai_service/service.py); the store sends
+them in the transaction of that change (`JobTransaction.notify`), so PostgreSQL delivers them
+when, and only if, the change commits."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 NOTIFY_CHANNEL = "ai_service_jobs"
 TOKENS_CHANNEL = "ai_service_tokens"
 STOP_PREFIX = "stop:"
+
+
+@dataclass(frozen=True)
+class WakeWorkers:
+    """Jobs may be claimable now: listening workers claim before their poll interval ends."""
+
+    channel = NOTIFY_CHANNEL
+
+    @property
+    def payload(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class StopAttempt:
+    """The attempt holding this lease token ended (cancelled or retried): the worker running
+    it abandons the provider call at once rather than at its next heartbeat."""
+
+    job_id: uuid.UUID
+    lease_token: uuid.UUID
+
+    channel = NOTIFY_CHANNEL
+
+    @property
+    def payload(self) -> str:
+        return stop_payload(self.job_id, self.lease_token)
+
+
+Notice = WakeWorkers | StopAttempt
 
 
 def stop_payload(job_id: uuid.UUID, lease_token: uuid.UUID) -> str:

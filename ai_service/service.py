@@ -3,9 +3,25 @@ HTTP views, the worker process and the CLI all call it; the store under it only 
 statements.
 
 It owns the rules that are not SQL: which failure defers and which fails (the categories'
-declared rules, ai_service/states.py), what is counted in the metrics, and the one place every
-job that reaches a final state passes through (`_finished`), where a later feature that reacts
-to "job finished" hooks in.
+declared rules, ai_service/states.py), what is counted in the metrics, which notices a change
+sends to the workers (ai_service/notifications.py), and the one place every job that reaches
+a final state passes through (`_finished`), where a later feature that reacts to "job
+finished" hooks in.
+
+A notice goes out in the transaction of the change that causes it (`store.transaction()`):
+PostgreSQL delivers it when that change commits and drops it when it rolls back, so a worker is
+never told about a change that did not happen, nor left untold about one that did. Creating
+and releasing jobs wake the workers (once per statement, not per row); cancelling or retrying a
+running job stops its attempt, naming the lease token it ran under; a retry also wakes them.
+The worker's hot paths (claim, complete, heartbeat) send nothing and stay single autocommit
+statements: no BEGIN, no COMMIT, no extra round trip.
+
+Where callbacks on final states (issue 13) will write their outbox row: in `_finished`, on the
+transaction it is given (cancel, a final failure or deferral, the sweeper's expiry), so the row
+commits with the change. Completion has no transaction to give: on the worker's fast path a
+batch of results is one autocommit statement (complete_jobs in ai_service/sql/jobs.sql), so its
+outbox rows will be one more CTE of that statement (an INSERT ... SELECT FROM changed, as its
+events are written), not a transaction around it.
 
 `JobQueue` is the part of it a worker uses: the worker loop depends on that Protocol only, so
 its scheduling is unit-tested against an in-memory queue (tests/support/memory_queue.py)."""
@@ -14,15 +30,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from ai_service import metrics
+from ai_service.notifications import StopAttempt, WakeWorkers
 from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
 from ai_service.states import ErrorCategory, JobStatus
-from ai_service.store.jobs import JobRepository
+from ai_service.store.jobs import JobRepository, JobTransaction, Stopped
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
+Created = TypeVar("Created", JobRow, JobBrief)
 
 
 def defers(category: str, *, backpressure: bool = False) -> bool:
@@ -74,13 +93,19 @@ class JobService:
 
     def create_job(self, job: NewJob) -> tuple[JobRow, bool]:
         """(the job, whether it is new): a reused idempotency key answers the job it made."""
-        [outcome] = self.store.create_jobs([job])
-        metrics.record_created([outcome])
+        [outcome] = self._create(lambda tx: tx.create_jobs([job]))
         return outcome
 
     def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobBrief, bool]]:
         """A batch, all or nothing, in its order."""
-        created = self.store.create_jobs_brief(jobs)
+        return self._create(lambda tx: tx.create_jobs_brief(jobs))
+
+    def _create(self, insert: Callable[[JobTransaction], list[tuple[Created, bool]]]
+                ) -> list[tuple[Created, bool]]:
+        with self.store.transaction() as tx:
+            created = insert(tx)
+            if any(new for _, new in created):  # a key's old job is nothing new to claim
+                tx.notify(WakeWorkers())
         metrics.record_created(created)
         return created
 
@@ -95,13 +120,35 @@ class JobService:
 
     def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
         """Pending or running → cancelled; the worker running it is told to stop at once."""
-        job = self.store.cancel_job(job_id, scope)
-        self._finished([job])
-        return job
+        with self.store.transaction() as tx:
+            changed = tx.cancel_job(job_id, scope)
+            if changed is not None:
+                self._stop_attempt(tx, changed)
+                self._finished([changed[0]], tx)
+        if changed is None:
+            raise self.store.conflict(job_id, "cancel", scope=scope)
+        return changed[0]
 
     def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
-        """Failed, cancelled or running → pending with its attempts allowed again."""
-        return self.store.retry_job(job_id, scope)
+        """Failed, cancelled or running → pending with its attempts allowed again; a running
+        attempt is told to stop, and the workers to claim the job again."""
+        with self.store.transaction() as tx:
+            changed = tx.retry_job(job_id, scope)
+            if changed is not None:
+                self._stop_attempt(tx, changed)
+                tx.notify(WakeWorkers())
+        if changed is None:
+            raise self.store.conflict(job_id, "retry", scope=scope)
+        return changed[0]
+
+    @staticmethod
+    def _stop_attempt(tx: JobTransaction, changed: Stopped) -> None:
+        """The worker running the attempt a cancel or retry ended aborts its provider call at
+        once rather than at its next heartbeat (the fallback); the old token names that attempt
+        and no later one."""
+        job, stopped_lease_token = changed
+        if stopped_lease_token is not None:
+            tx.notify(StopAttempt(job.id, stopped_lease_token))
 
     # ----- workers ----------------------------------------------------------------------------
 
@@ -121,7 +168,7 @@ class JobService:
     def complete_job(self, lease: Lease, result: Any) -> JobRow:
         """Store one attempt's result; a lease that is no longer current is a conflict."""
         job = self.store.complete_job(lease, result)
-        self._finished([job])
+        self._finished([job], None)
         return job
 
     def complete_jobs(
@@ -130,7 +177,7 @@ class JobService:
         """Store many results of one worker at once. A job missing from the answer, or answered
         with another lease token, was no longer held by the lease that sent its result."""
         done = self.store.complete_jobs(worker_id, results)
-        self._finished(done.values())
+        self._finished(done.values(), None)
         return done
 
     def fail_attempt(
@@ -140,14 +187,18 @@ class JobService:
         """Record a failed attempt. Backpressure (see `defers`) gives the attempt back until
         the job has been deferred MAX_DEFERRALS times; a retryable failure with attempts left
         goes back to pending after a backoff; anything else fails the job for good."""
-        if defers(category, backpressure=backpressure):
-            job = self.store.defer_job(lease, category, message, retry_after=retry_after)
-        else:
-            job = self.store.fail_job(lease, category, message, retryable=retryable,
-                                      retry_after=retry_after)
+        deferring = defers(category, backpressure=backpressure)
+        with self.store.transaction() as tx:
+            if deferring:
+                job = tx.defer_job(lease, category, message, retry_after=retry_after)
+            else:
+                job = tx.fail_job(lease, category, message, retryable=retryable,
+                                  retry_after=retry_after)
+            if job is not None and job.status == JobStatus.FAILED:
+                self._finished([job], tx)
+        if job is None:
+            raise self.store.conflict(lease.job_id, "defer" if deferring else "fail", lease)
         metrics.record_finished(job, category)
-        if job.status == JobStatus.FAILED:
-            self._finished([job])
         return job
 
     def heartbeat_jobs(
@@ -160,18 +211,26 @@ class JobService:
         return self.store.heartbeat_job(lease, lease_seconds)
 
     def release_jobs(self, worker_id: str, leases: Sequence[Lease]) -> set[uuid.UUID]:
-        """Give unfinished attempts back at shutdown, without counting them."""
-        return self.store.release_jobs(worker_id, leases)
+        """Give unfinished attempts back at shutdown, without counting them; another worker
+        may claim them at once."""
+        if not leases:
+            return set()
+        with self.store.transaction() as tx:
+            released = tx.release_jobs(worker_id, leases)
+            if released:
+                tx.notify(WakeWorkers())
+        return released
 
     # ----- maintenance ------------------------------------------------------------------------
 
     def expire_exhausted_leases(self) -> list[JobRow]:
         """Fail the running jobs whose worker stopped renewing their lease and which have no
         attempts left (the sweeper; one process at a time, the store's lock sees to it)."""
-        jobs = self.store.expire_exhausted_leases()
+        with self.store.transaction() as tx:
+            jobs = tx.expire_exhausted_leases()
+            self._finished(jobs, tx)
         for job in jobs:
             metrics.record_finished(job, ErrorCategory.LEASE_EXPIRED)
-        self._finished(jobs)
         return jobs
 
     def prune(self, older_than_seconds: float, batch_size: int = 500) -> int:
@@ -180,8 +239,18 @@ class JobService:
 
     # ----- the one way out --------------------------------------------------------------------
 
-    def _finished(self, jobs: Iterable[JobRow | JobBrief]) -> None:
-        """Every job this service moves to a final state passes here once, after its change
-        committed: completed, failed for good (its failed attempt is counted where it is
-        recorded), cancelled, or failed by the sweeper."""
-        metrics.record_completed([job for job in jobs if job.status == JobStatus.COMPLETED])
+    def _finished(self, jobs: Iterable[JobRow | JobBrief], tx: JobTransaction | None) -> None:
+        """Every job this service moves to a final state passes here once: completed, failed
+        for good (its failed attempt is counted where it is recorded), cancelled, or failed by
+        the sweeper. With `tx` the change is not committed yet: what is written on it commits
+        or rolls back with the change (an outbox row, see the module's docstring), and what
+        lives outside the database waits for the commit. Without one, the change already
+        committed as a single autocommit statement (completion)."""
+        completed = [job for job in jobs if job.status == JobStatus.COMPLETED]
+        if not completed:
+            return
+        count = partial(metrics.record_completed, completed)
+        if tx is None:
+            count()
+        else:
+            tx.after_commit(count)

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.rows import NewJob
+from ai_service.service import JobService
 from bench import floor
 from bench.common import (
     ROOT,
@@ -60,7 +61,7 @@ def run_once(
                      for i in range(jobs)]
             cpu = _CpuPerJob(cluster, procs, llm)
             for chunk in range(0, jobs, 1000):
-                repo.create_jobs(batch[chunk:chunk + 1000])
+                JobService(repo).create_jobs(batch[chunk:chunk + 1000])  # wakes them
             wait_all_completed(repo, jobs)
             elapsed = first_started_to_last_finished(repo)
             cpu_us = cpu.read(jobs)

@@ -1,5 +1,5 @@
 """Wake the worker early when jobs are created, and stop an attempt at once when it is cancelled
-or retried: LISTEN on the channel the repository NOTIFYs.
+or retried: LISTEN on the channel the job service NOTIFYs (ai_service/service.py).
 
 Polling (and, for stops, the heartbeat) stays the fallback. Behind PgBouncer in transaction mode
 LISTEN is accepted but nothing is delivered, so the listener proves delivery with a probe of its

@@ -1,7 +1,13 @@
 """The jobs store: create, read, claim, complete, fail, defer, heartbeat, release, cancel,
-retry and prune. Each public method is one transaction (or one statement that commits by
-itself), opened and committed here: callers never commit. The statements are in
-ai_service/sql/jobs.sql and claim.sql.
+retry and prune. The statements are in ai_service/sql/jobs.sql and claim.sql.
+
+Two ways in. `transaction()` yields a JobTransaction: the changes that may send notices, run
+on that transaction's connection, plus `notify`, so a change and what it tells workers commit
+or roll back together; the job service (ai_service/service.py) composes them and decides the
+notices. The repository's own methods are each one transaction or one statement that commits
+by itself, and send no notice: the worker's hot paths (claim, complete, heartbeat) and reads
+stay single autocommit statements, and the other changes are there for callers that want the
+change alone (tests, benchmarks).
 
 Every status change is guarded by the status it expects (and, for a worker, the lease token of
 its attempt); zero rows changed is a conflict, never a silent success."""
@@ -10,16 +16,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import kwargs_row
 from sqlalchemy import Connection, Engine
 
-from ai_service import notifications
 from ai_service.driver import Driver, class_rows
 from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, JobStateConflict
+from ai_service.notifications import Notice
 from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
 from ai_service.sql import claim_statement, queries
 from ai_service.states import JobStatus
@@ -27,6 +34,7 @@ from ai_service.store import ops
 from ai_service.store.cursor import decode_cursor, encode_cursor
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
+Stopped = tuple[JobRow, uuid.UUID | None]  # a cancelled or retried job, the attempt it ended
 
 # Fields that must match when an idempotency key is reused.
 IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
@@ -78,13 +86,42 @@ def _lease_params(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "lease_token": lease.lease_token, "worker_id": lease.worker_id}
 
 
-class JobRepository:
-    def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
-        self.engine = engine
-        self.driver = Driver(engine)
-        self.policy = policy or RetryPolicy()
+def _check_keys(jobs: Sequence[NewJob]) -> None:
+    keys = [(j.owner_service, j.idempotency_key) for j in jobs if j.idempotency_key]
+    if len(keys) != len(set(keys)):
+        raise InvalidInput(
+            "idempotency_key repeats within the batch", {"idempotency_key": ["repeated"]}
+        )
 
-    # ----- creating -------------------------------------------------------------------------
+
+class JobTransaction:
+    """One open transaction of the store: its changes run on the transaction's connection and
+    commit together when the `transaction()` block ends without an exception. A guarded change
+    that matched no row answers None (or nothing): the caller explains the conflict after the
+    block (`JobRepository.conflict`), once the transaction no longer holds its connection."""
+
+    def __init__(self, driver: Driver, conn: Connection, policy: RetryPolicy) -> None:
+        self._driver = driver
+        self._conn = conn
+        self._policy = policy
+        self._after_commit: list[Callable[[], None]] = []
+
+    def notify(self, notice: Notice) -> None:
+        """Send `notice` when this transaction commits; PostgreSQL drops it on a rollback.
+        Once per statement, never per row: every NOTIFYing commit takes a cluster-wide lock."""
+        self._driver.rows(self._conn, queries["notify"],
+                          {"channel": notice.channel, "payload": notice.payload})
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction has committed (never after a rollback): for what
+        lives outside the database, such as counting a change in the metrics."""
+        self._after_commit.append(action)
+
+    def committed(self) -> None:
+        for action in self._after_commit:
+            action()
+
+    # ----- the statements -------------------------------------------------------------------
 
     def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRow, bool]]:
         """Insert jobs in one statement, all or nothing. A reused idempotency key returns the
@@ -95,29 +132,62 @@ class JobRepository:
         """create_jobs answering each job without its input (what a batch create answers)."""
         return self._create(jobs, queries["insert_jobs_brief"], _BRIEF, brief)
 
+    def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> Stopped | None:
+        """Pending or running → cancelled: the job, and the lease token of the running attempt
+        it ended (None when none was running)."""
+        return self._stop(queries["cancel_job"], job_id, scope)
+
+    def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> Stopped | None:
+        """Failed, cancelled or running → pending with attempts reset, as cancel_job answers."""
+        return self._stop(queries["retry_job"], job_id, scope)
+
+    def release_jobs(self, worker_id: str, leases: Sequence[Lease]) -> set[uuid.UUID]:
+        """Give unfinished jobs back to pending without counting the attempt (shutdown)."""
+        if not leases:
+            return set()
+        rows = self._driver.rows(self._conn, queries["release_jobs"], {
+            "worker_id": worker_id,
+            "ids": [lease.job_id for lease in leases],
+            "tokens": [lease.lease_token for lease in leases],
+        })
+        return {job_id for (job_id,) in rows}
+
+    def fail_job(self, lease: Lease, category: str, message: str, *, retryable: bool = False,
+                 retry_after: float | None = None) -> JobRow | None:
+        """Record a failed attempt (see JobRepository.fail_job); None: the lease is not current."""
+        return self._held(queries["fail_job"], _fail_params(
+            lease, self._policy, category, message, retryable, retry_after))
+
+    def defer_job(self, lease: Lease, category: str, message: str, *,
+                  retry_after: float | None = None) -> JobRow | None:
+        """Give the attempt back (see JobRepository.defer_job); None: the lease is not current."""
+        return self._held(queries["defer_job"], _defer_params(
+            lease, self._policy, category, message, retry_after))
+
+    def expire_exhausted_leases(self) -> list[JobRow]:
+        """Fail the running jobs whose lease ran out with no attempts left, with their
+        lease_expired events. [] without touching anything while another process sweeps."""
+        [(locked,)] = self._driver.rows(self._conn, queries["sweep_lock"], {})
+        if not locked:
+            return []
+        return self._driver.rows(self._conn, queries["expire_exhausted_leases"], {}, _JOB)
+
+    # ----- helpers --------------------------------------------------------------------------
+
     def _create(self, jobs: Sequence[NewJob], sql: str, row_factory: Any,
                 shape: Any) -> list[tuple[Any, bool]]:
-        keys = [(j.owner_service, j.idempotency_key) for j in jobs if j.idempotency_key]
-        if len(keys) != len(set(keys)):
-            raise InvalidInput(
-                "idempotency_key repeats within the batch", {"idempotency_key": ["repeated"]}
-            )
+        _check_keys(jobs)
         items = _dump([j.as_json() for j in jobs])
-        with self.driver.transaction() as conn:
-            inserted = {r.id: r for r in self.driver.rows(conn, sql, {"items": items},
-                                                           row_factory)}
-            existing = self._existing_for(conn, [j for j in jobs if j.id not in inserted])
-            if inserted:
-                self._notify(conn)
+        inserted = {r.id: r for r in self._driver.rows(self._conn, sql, {"items": items},
+                                                        row_factory)}
+        existing = self._existing_for([j for j in jobs if j.id not in inserted])
         return [
             (inserted[j.id], True) if j.id in inserted
             else (shape(existing[(j.owner_service, j.idempotency_key)]), False)
             for j in jobs
         ]
 
-    def _existing_for(
-        self, conn: Connection, skipped: list[NewJob]
-    ) -> dict[tuple[str, str | None], JobRow]:
+    def _existing_for(self, skipped: list[NewJob]) -> dict[tuple[str, str | None], JobRow]:
         """The jobs the skipped items' keys made, by (owner service, key): a key is each owner
         service's own, and an admin's batch may name several services."""
         if not skipped:
@@ -127,8 +197,8 @@ class JobRepository:
              "input": j.input}
             for j in skipped
         ])
-        rows = self.driver.rows(conn, queries["select_by_idempotency"], {"keys": keys},
-                                kwargs_row(_job_and_same_input))
+        rows = self._driver.rows(self._conn, queries["select_by_idempotency"], {"keys": keys},
+                                 kwargs_row(_job_and_same_input))
         found = {(job.owner_service, job.idempotency_key): (job, same) for job, same in rows}
         for new in skipped:
             job, same_input = found[(new.owner_service, new.idempotency_key)]
@@ -142,6 +212,60 @@ class JobRepository:
                     {"id": str(job.id), "fields": differs},
                 )
         return {key: job for key, (job, _) in found.items()}
+
+    def _stop(self, sql: str, job_id: uuid.UUID, scope: Scope) -> Stopped | None:
+        rows = self._driver.rows(self._conn, sql, {"id": job_id, "scope": _scope(scope)},
+                                 kwargs_row(_job_and_stopped))
+        return rows[0] if rows else None
+
+    def _held(self, sql: str, params: dict[str, Any]) -> JobRow | None:
+        rows = self._driver.rows(self._conn, sql, params, _JOB)
+        return rows[0] if rows else None
+
+
+def _backoff_params(policy: RetryPolicy) -> dict[str, float]:
+    return {"backoff_base": policy.backoff_base, "backoff_max": policy.backoff_max}
+
+
+def _fail_params(lease: Lease, policy: RetryPolicy, category: str, message: str,
+                 retryable: bool, retry_after: float | None) -> dict[str, Any]:
+    return {**_lease_params(lease), "category": category, "message": message,
+            "retryable": retryable, "retry_after": retry_after, **_backoff_params(policy)}
+
+
+def _defer_params(lease: Lease, policy: RetryPolicy, category: str, message: str,
+                  retry_after: float | None) -> dict[str, Any]:
+    return {**_lease_params(lease), "category": category, "message": message,
+            "retry_after": retry_after, "max_deferrals": policy.max_deferrals,
+            **_backoff_params(policy)}
+
+
+class JobRepository:
+    def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
+        self.engine = engine
+        self.driver = Driver(engine)
+        self.policy = policy or RetryPolicy()
+
+    @contextmanager
+    def transaction(self) -> Iterator[JobTransaction]:
+        """One transaction for the changes inside the block and their notices, committed when
+        the block ends without an exception; then its after-commit actions run."""
+        with self.driver.transaction() as conn:
+            tx = JobTransaction(self.driver, conn, self.policy)
+            yield tx
+        tx.committed()
+
+    # ----- creating -------------------------------------------------------------------------
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRow, bool]]:
+        """JobTransaction.create_jobs in a transaction of its own, waking no worker."""
+        with self.transaction() as tx:
+            return tx.create_jobs(jobs)
+
+    def create_jobs_brief(self, jobs: Sequence[NewJob]) -> list[tuple[JobBrief, bool]]:
+        """JobTransaction.create_jobs_brief in a transaction of its own, waking no worker."""
+        with self.transaction() as tx:
+            return tx.create_jobs_brief(jobs)
 
     # ----- reading --------------------------------------------------------------------------
 
@@ -232,7 +356,7 @@ class JobRepository:
         """Store one attempt's result; a lease that is not current is a conflict."""
         done = self._complete(lease.worker_id, [(lease, result)], queries["complete_jobs"], _JOB)
         if lease.job_id not in done:
-            raise self._conflict(lease.job_id, "complete", lease)
+            raise self.conflict(lease.job_id, "complete", lease)
         return done[lease.job_id]
 
     def complete_jobs(
@@ -266,20 +390,16 @@ class JobRepository:
     ) -> JobRow:
         """Record a failed attempt: back to pending with backoff if retryable and attempts are
         left, otherwise failed for good."""
-        return self._change_held(lease, "fail", queries["fail_job"], {
-            "category": category, "message": message, "retryable": retryable,
-            "retry_after": retry_after, **self._backoff_params(),
-        })
+        return self._change_held(lease, "fail", queries["fail_job"], _fail_params(
+            lease, self.policy, category, message, retryable, retry_after))
 
     def defer_job(
         self, lease: Lease, category: str, message: str, *, retry_after: float | None = None
     ) -> JobRow:
         """Give the attempt back and try again after retry_after (or the backoff): the provider
         asked us to slow down. Fails once the job has been deferred max_deferrals times."""
-        return self._change_held(lease, "defer", queries["defer_job"], {
-            "category": category, "message": message, "retry_after": retry_after,
-            "max_deferrals": self.policy.max_deferrals, **self._backoff_params(),
-        })
+        return self._change_held(lease, "defer", queries["defer_job"], _defer_params(
+            lease, self.policy, category, message, retry_after))
 
     def heartbeat_jobs(
         self, worker_id: str, leases: Sequence[Lease], lease_seconds: float
@@ -299,43 +419,37 @@ class JobRepository:
         """One job's heartbeat; a job no longer held is a conflict naming its status."""
         if lease in self.heartbeat_jobs(lease.worker_id, [lease], lease_seconds):
             return self.get_job(lease.job_id)
-        raise self._conflict(lease.job_id, "heartbeat")
+        raise self.conflict(lease.job_id, "heartbeat")
 
     def release_jobs(self, worker_id: str, leases: Sequence[Lease]) -> set[uuid.UUID]:
-        """Give unfinished jobs back to pending without counting the attempt (shutdown)."""
-        if not leases:
-            return set()
-        with self.driver.transaction() as conn:
-            rows = self.driver.rows(conn, queries["release_jobs"], {
-                "worker_id": worker_id,
-                "ids": [lease.job_id for lease in leases],
-                "tokens": [lease.lease_token for lease in leases],
-            })
-            released = {job_id for (job_id,) in rows}
-            if released:
-                self._notify(conn)
-            return released
+        """JobTransaction.release_jobs in a transaction of its own, waking no worker."""
+        with self.transaction() as tx:
+            return tx.release_jobs(worker_id, leases)
 
     def expire_exhausted_leases(self) -> list[JobRow]:
-        """Fail the running jobs whose lease ran out with no attempts left, with their
-        lease_expired events, and return them. Returns [] without touching anything while
-        another process sweeps."""
-        with self.driver.transaction() as conn:
-            [(locked,)] = self.driver.rows(conn, queries["sweep_lock"], {})
-            if not locked:
-                return []
-            return self.driver.rows(conn, queries["expire_exhausted_leases"], {}, _JOB)
+        """JobTransaction.expire_exhausted_leases in a transaction of its own."""
+        with self.transaction() as tx:
+            return tx.expire_exhausted_leases()
 
     # ----- the caller's side ----------------------------------------------------------------
 
     def cancel_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
-        """Cancel a pending or running job; a running attempt's worker is told to stop it."""
-        return self._change(job_id, "cancel", queries["cancel_job"], scope, wake=False)
+        """Cancel a pending or running job in a transaction of its own. No worker is told to
+        stop: JobService.cancel_job sends that notice with the change."""
+        with self.transaction() as tx:
+            changed = tx.cancel_job(job_id, scope)
+        if changed is None:
+            raise self.conflict(job_id, "cancel", scope=scope)
+        return changed[0]
 
     def retry_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
-        """Back to pending with attempts reset; a running attempt's worker is told to stop it,
-        and workers are woken to claim the job again."""
-        return self._change(job_id, "retry", queries["retry_job"], scope, wake=True)
+        """Back to pending with attempts reset, in a transaction of its own, stopping and
+        waking no worker (JobService.retry_job does both with the change)."""
+        with self.transaction() as tx:
+            changed = tx.retry_job(job_id, scope)
+        if changed is None:
+            raise self.conflict(job_id, "retry", scope=scope)
+        return changed[0]
 
     # ----- retention ------------------------------------------------------------------------
 
@@ -355,40 +469,14 @@ class JobRepository:
 
     # ----- helpers --------------------------------------------------------------------------
 
-    def _backoff_params(self) -> dict[str, float]:
-        return {"backoff_base": self.policy.backoff_base, "backoff_max": self.policy.backoff_max}
-
-    def _notify(self, conn: Connection, payload: str = "") -> None:
-        """Wake listening workers (an empty payload) or stop one attempt, once this transaction
-        commits."""
-        self.driver.rows(conn, queries["notify"],
-                         {"channel": notifications.NOTIFY_CHANNEL, "payload": payload})
-
-    def _change(self, job_id: uuid.UUID, action: str, sql: str, scope: Scope, *,
-                wake: bool) -> JobRow:
-        params = {"id": job_id, "scope": _scope(scope)}
-        with self.driver.transaction() as conn:
-            rows = self.driver.rows(conn, sql, params, kwargs_row(_job_and_stopped))
-            if rows:
-                [(job, stopped)] = rows
-                if stopped is not None:
-                    # The worker running that attempt aborts the provider call at once rather
-                    # than at its next heartbeat (the fallback).
-                    self._notify(conn, notifications.stop_payload(job_id, stopped))
-                if wake:
-                    self._notify(conn)
-        if not rows:
-            raise self._conflict(job_id, action, scope=scope)
-        return job
-
     def _change_held(self, lease: Lease, action: str, sql: str,
-                     extra: dict[str, Any]) -> JobRow:
-        rows = self.driver.autocommit_rows(sql, {**_lease_params(lease), **extra}, _JOB)
+                     params: dict[str, Any]) -> JobRow:
+        rows = self.driver.autocommit_rows(sql, params, _JOB)
         if not rows:
-            raise self._conflict(lease.job_id, action, lease)
+            raise self.conflict(lease.job_id, action, lease)
         return rows[0]
 
-    def _conflict(
+    def conflict(
         self, job_id: uuid.UUID, action: str, lease: Lease | None = None, scope: Scope = None
     ) -> JobNotFound | JobStateConflict:
         """Explain why a guarded change matched no row: unknown job, wrong status, or a lease

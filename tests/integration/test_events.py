@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 
 from ai_service.errors import JobStateConflict
 from ai_service.notifications import NOTIFY_CHANNEL, parse_stop_payload, stop_payload
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
 
@@ -92,11 +93,12 @@ def _payloads(conn: psycopg.Connection) -> list[str]:
 def test_cancel_and_retry_of_a_running_job_notify_a_stop_of_that_attempt(
     repo: JobRepository, database_url: str
 ) -> None:
-    repo.create_jobs([new_job(), new_job(owner_ref="other")])
+    jobs = JobService(repo)
+    jobs.create_jobs([new_job(), new_job(owner_ref="other")])
     first, second = repo.claim_jobs("w", 2, lease_seconds=60)
     with _notifications(database_url) as listener:
-        repo.cancel_job(first.id)
-        repo.retry_job(second.id)
+        jobs.cancel_job(first.id)
+        jobs.retry_job(second.id)
         payloads = _payloads(listener)
     assert stop_payload(first.id, first.lease_token) in payloads
     assert stop_payload(second.id, second.lease_token) in payloads
@@ -106,9 +108,10 @@ def test_cancel_and_retry_of_a_running_job_notify_a_stop_of_that_attempt(
 def test_cancel_of_a_pending_job_and_retry_of_a_failed_one_stop_nothing(
     repo: JobRepository, database_url: str
 ) -> None:
-    [(pending, _)] = repo.create_jobs([new_job()])
+    jobs = JobService(repo)
+    [(pending, _)] = jobs.create_jobs([new_job()])
     with _notifications(database_url) as listener:
-        repo.cancel_job(pending.id)
-        repo.retry_job(pending.id)
+        jobs.cancel_job(pending.id)
+        jobs.retry_job(pending.id)
         payloads = _payloads(listener)
     assert all(parse_stop_payload(p) is None for p in payloads)

@@ -45,7 +45,7 @@ def start_worker(
 
 
 def submit(w: RunningWorker, user: str = "hello", **fields: Any) -> Any:
-    [(job, _)] = w.repo.create_jobs([new_job(input={"user": user}, **fields)])
+    [(job, _)] = w.jobs.create_jobs([new_job(input={"user": user}, **fields)])
     return job.id
 
 
@@ -128,7 +128,7 @@ def test_invalid_input_fails_without_calling_the_llm(
     start_worker: Callable[..., RunningWorker], fake_llm: FakeLLMServer
 ) -> None:
     w = start_worker()
-    [(job, _)] = w.repo.create_jobs([new_job(input={"messages": "not a list"})])
+    [(job, _)] = w.jobs.create_jobs([new_job(input={"messages": "not a list"})])
     done = w.wait_finished(job.id)
     assert (done.status, done.error_category, done.attempts) == (
         "failed", "invalid_input", 1)
@@ -234,7 +234,7 @@ def test_a_cancelled_job_is_abandoned_mid_request_and_its_slot_freed(
     hanging = submit(w, "[[fault:hang:20]] hang")
     w.wait_for(hanging, lambda j: j.status == "running")
     time.sleep(0.3)  # the request is in flight
-    w.repo.cancel_job(hanging)
+    w.jobs.cancel_job(hanging)
     w.worker.renew_leases()  # the heartbeat notices at once instead of after lease/3
 
     deadline = time.monotonic() + 5
@@ -306,7 +306,7 @@ def test_a_transcription_completes_with_segments_and_speakers(
 ) -> None:
     fake_llm.set_audio("call.wav", b"RIFF" + b"\0" * 1000)
     w = start_worker()
-    [(job, _)] = w.repo.create_jobs([new_job(
+    [(job, _)] = w.jobs.create_jobs([new_job(
         task_type="transcribe", model_profile="whisperx",
         input={"audio_url": f"{fake_llm.root_url}/audio/call.wav", "language": "ru",
                "diarize": True},
@@ -332,7 +332,7 @@ def test_unusable_audio_fails_as_invalid_input(
 ) -> None:
     fake_llm.set_audio("big.wav", b"x" * 1000)
     w = start_worker(**env)
-    [(job, _)] = w.repo.create_jobs([new_job(
+    [(job, _)] = w.jobs.create_jobs([new_job(
         task_type="transcribe", model_profile="whisperx",
         input={"audio_url": f"{fake_llm.root_url}/audio/{audio}"},
     )])
@@ -392,7 +392,7 @@ def test_a_cancel_closes_the_provider_connection_within_a_second(
         time.sleep(0.01)
 
     cancelled_at = time.monotonic()
-    w.repo.cancel_job(job_id)
+    w.jobs.cancel_job(job_id)
 
     assert wait_disconnects(fake_llm, 1) - cancelled_at < 1.0
     assert w.wait_finished(submit(w, "next")).status == "completed"
@@ -412,7 +412,7 @@ def test_retrying_a_running_job_stops_the_old_attempt_and_the_new_one_completes_
         time.sleep(0.01)
 
     retried_at = time.monotonic()
-    w.repo.retry_job(job_id)
+    w.jobs.retry_job(job_id)
 
     assert wait_disconnects(fake_llm, 1) - retried_at < 1.0
     job = w.wait_finished(job_id, timeout=30)
@@ -433,7 +433,7 @@ def test_without_notifications_a_retried_attempt_still_never_drops_its_successor
     while not fake_llm.chat_requests():
         time.sleep(0.01)
 
-    w.repo.retry_job(job_id)
+    w.jobs.retry_job(job_id)
 
     job = w.wait_finished(job_id, timeout=30)
     assert (job.status, job.attempts) == ("completed", 1)

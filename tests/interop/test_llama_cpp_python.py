@@ -126,7 +126,7 @@ def test_a_cancel_closes_the_connection_to_the_server_within_a_second(
     assert connection.sent_upstream and connection.client_closed_at is None
 
     cancelled_at = time.monotonic()
-    w.repo.cancel_job(job_id)
+    w.jobs.cancel_job(job_id)
     deadline = cancelled_at + 60  # to report how late a slow close was, not to allow it
     while connection.client_closed_at is None and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -27,12 +27,13 @@ class RunningWorker:
         config = worker_config(settings)
         if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
             config = replace(config, listen_conninfo=None)
-        self.worker = Worker(JobService(self.repo), build_runners(settings), config)
+        self.jobs = JobService(self.repo)  # what the web and the worker call: it notifies
+        self.worker = Worker(self.jobs, build_runners(settings), config)
         self.thread = threading.Thread(target=self.worker.run, name="worker-under-test")
         self.thread.start()
 
     def submit(self, job_input: dict[str, Any], max_attempts: int = 3) -> Any:
-        [(job, _)] = self.repo.create_jobs([NewJob(
+        [(job, _)] = self.jobs.create_jobs([NewJob(
             owner_service="telephony", owner_ref="beeline/1", task_type="llm_chat",
             model_profile=self.worker.model_profiles[0], input=job_input,
             max_attempts=max_attempts,

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ai_service.notifications import parse_stop_payload, stop_payload
+from ai_service.notifications import StopAttempt, WakeWorkers, parse_stop_payload, stop_payload
 
 
 def test_a_stop_payload_names_the_job_and_the_attempt() -> None:
@@ -20,3 +20,13 @@ def test_a_stop_payload_names_the_job_and_the_attempt() -> None:
 ])
 def test_other_payloads_are_not_stops(payload: str) -> None:
     assert parse_stop_payload(payload) is None
+
+
+def test_a_stop_notice_sends_the_payload_workers_parse() -> None:
+    job_id, token = uuid.uuid4(), uuid.uuid4()
+    assert parse_stop_payload(StopAttempt(job_id, token).payload) == (job_id, token)
+
+
+def test_a_wake_is_the_empty_payload_on_the_workers_channel() -> None:
+    assert (WakeWorkers().channel, WakeWorkers().payload) == (StopAttempt(
+        uuid.uuid4(), uuid.uuid4()).channel, "")
