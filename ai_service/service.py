@@ -16,12 +16,12 @@ running job stops its attempt, naming the lease token it ran under; a retry also
 The worker's hot paths (claim, complete, heartbeat) send nothing and stay single autocommit
 statements: no BEGIN, no COMMIT, no extra round trip.
 
-Where callbacks on final states (issue 13) will write their outbox row: in `_finished`, on the
-transaction it is given (cancel, a final failure or deferral, the sweeper's expiry), so the row
-commits with the change. Completion has no transaction to give: on the worker's fast path a
-batch of results is one autocommit statement (complete_jobs in ai_service/sql/jobs.sql), so its
-outbox rows will be one more CTE of that statement (an INSERT ... SELECT FROM changed, as its
-events are written), not a transaction around it.
+Where callbacks on final states, when they come, will write their outbox row: in
+`_finished`, on the transaction it is given (cancel, a final failure or deferral, the sweeper's
+expiry), so the row commits with the change. Completion has no transaction to give: on the
+worker's fast path a batch of results is one autocommit statement (complete_jobs in
+ai_service/sql/jobs.sql), so its outbox rows will be one more CTE of that statement (an INSERT
+... SELECT FROM changed, as its events are written), not a transaction around it.
 
 `JobQueue` is the part of it a worker uses: the worker loop depends on that Protocol only, so
 its scheduling is unit-tested against an in-memory queue (tests/support/memory_queue.py)."""
