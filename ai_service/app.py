@@ -4,6 +4,7 @@ blueprints."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 
@@ -19,6 +20,7 @@ from ai_service.composition import build_core
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
+from ai_service.profiles import load_profiles
 from ai_service.sessions import OpsSessionRepository
 from ai_service.sweeper import Sweeper
 
@@ -33,7 +35,8 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     forked, since a thread started before a fork does not run in the child."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    metrics.configure(settings)
+    # The web serves no profile, but counts jobs by it: the file's profiles keep their label.
+    metrics.configure(settings, load_profiles(settings, os.environ, require_keys=False))
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
 
