@@ -19,7 +19,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_service.config import ConfigError, Settings, _http_url, parse_duration
+from ai_service.config import (
+    ConfigError,
+    Settings,
+    _http_url,
+    format_duration,
+    parse_duration,
+    redact_url,
+)
 
 CHAT = "chat"
 TRANSCRIPTION = "transcription"
@@ -234,3 +241,29 @@ def fleet_caps(profiles: Mapping[str, Profile], caps: Mapping[str, int]) -> dict
                 f'{_where(profile.name, "concurrency")} = {profile.concurrency}')
         merged[profile.name] = profile.concurrency
     return merged
+
+
+def profile_listing(profiles: Mapping[str, Profile], settings: Settings,
+                    environ: Mapping[str, str]) -> list[str]:
+    """check-config's lines for the profiles, as comments: URLs without credentials, and of
+    each key only whether its variable is set, never the key."""
+    if not profiles:
+        return []
+    source = (f"{SOURCE} {settings.model_profiles_file}" if settings.model_profiles_file
+              else "LLM_* and WHISPERX_* settings")
+    lines = [f"# model profiles, from {source}:"]
+    for profile in profiles.values():
+        facts = [f"kind={profile.kind}", f"model={profile.model}",
+                 f"timeout={format_duration(profile.timeout)}"]
+        if profile.api:
+            facts.append(f"api={profile.api}")
+        facts.append(f"concurrency={profile.concurrency or 'uncapped here'}")
+        if profile.context_tokens:
+            facts.append(f"context_tokens={profile.context_tokens}")
+        lines.append(f"# {profile.name}: {' '.join(facts)}")
+        for endpoint in profile.endpoints:
+            key = "no key" if endpoint.api_key_env is None else (
+                f"key {endpoint.api_key_env} "
+                f"{'set' if environ.get(endpoint.api_key_env, '').strip() else 'UNSET'}")
+            lines.append(f"#   endpoint {redact_url(endpoint.url)} ({key})")
+    return lines

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ai_service.cli import main as cli_main
 from ai_service.config import ConfigError
 from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
@@ -157,3 +158,47 @@ def test_a_worker_profile_that_is_not_configured_stops_the_start(
                              WORKER_PROFILES="qwen,whisperx")
     with pytest.raises(ConfigError, match="WORKER_PROFILES: whisperx: no such profile"):
         RunningWorker(settings, RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2))
+
+
+# --- ai-service check-config --------------------------------------------------------------
+
+
+def test_check_config_prints_the_profiles_without_a_key(
+        database_url: str, profiles_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], gpu_1: FakeLLMServer,
+        gpu_2: FakeLLMServer) -> None:
+    text = profiles_file.read_text().replace(
+        gpu_1.base_url, gpu_1.base_url.replace("http://", "http://ops:url-secret-pw@"), 1)
+    profiles_file.write_text(text)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MODEL_PROFILES_FILE", str(profiles_file))
+    monkeypatch.delenv("GPU_2_KEY")
+    assert cli_main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    profiles = [line for line in out.splitlines() if line.startswith("#")]
+    assert profiles == [
+        f"# model profiles, from MODEL_PROFILES_FILE {profiles_file}:",
+        "# qwen: kind=chat model=Qwen/Qwen2.5-14B-Instruct timeout=30s concurrency=uncapped here",
+        f"#   endpoint http://***@127.0.0.1:{gpu_1.port}/v1 (key GPU_1_KEY set)",
+        "# vision: kind=chat model=Qwen/Qwen2.5-VL-7B-Instruct timeout=5m "
+        "concurrency=uncapped here",
+        f"#   endpoint {gpu_2.base_url} (key GPU_2_KEY UNSET)",
+        "# pair: kind=chat model=pair timeout=5m concurrency=uncapped here",
+        f"#   endpoint {gpu_1.base_url} (key GPU_1_KEY set)",
+        f"#   endpoint {gpu_2.base_url} (key GPU_2_KEY UNSET)",
+    ]
+    assert KEY_A not in out and "url-secret-pw" not in out
+
+
+def test_check_config_refuses_a_bad_file_naming_profile_and_key(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[profiles.vision]\nkind = "chat"\n[[profiles.vision.endpoints]]\n'
+                   'url = "gpu-3:8000/v1"\n')
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MODEL_PROFILES_FILE", str(bad))
+    assert cli_main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err == ('config error: MODEL_PROFILES_FILE: profiles."vision".endpoints[0].url: '
+                   "not an http(s) URL: 'gpu-3:8000/v1'\n")
