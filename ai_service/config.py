@@ -353,7 +353,8 @@ SETTINGS: tuple[Setting, ...] = (
             "task types, besides the built-in `llm_chat`, `chat_completion`, `transcribe`, "
             "that keep their own metrics label (`a,b`); others count as `other`", BOTH),
     Setting("METRICS_MODEL_PROFILES", "metrics_model_profiles", NAMES, "",
-            "model profiles, besides `LLM_MODEL`, `whisperx` and the `MODEL_CONCURRENCY` ones, "
+            "model profiles, besides `LLM_MODEL`, `whisperx`, the profiles file's and the "
+            "`MODEL_CONCURRENCY` ones, "
             "that keep their own metrics label; others count as `other`", BOTH),
     Setting("RETRY_BACKOFF_BASE", "retry_backoff_base", DURATION, "10s",
             "retry delay: base·2^(attempt-1), capped by `RETRY_BACKOFF_MAX`, with jitter", BOTH,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ai_service.config import ConfigError, load_settings
+from ai_service.metrics import KnownLabels
 from ai_service.profiles import (
     Endpoint,
     Profile,
@@ -168,6 +169,14 @@ def test_the_issue_example_is_valid_toml_as_quoted() -> None:
     document: dict[str, Any] = tomllib.loads(ISSUE_EXAMPLE)
     assert sorted(document["profiles"]) == ["qwen2.5-14b", "vision", "whisperx"]
     assert parse_profiles(document, load_settings(BASE), {"QWEN_API_KEY": "k"})
+
+
+def test_every_profile_of_the_file_keeps_its_metrics_label(tmp_path: Path) -> None:
+    profiles = _load(ISSUE_EXAMPLE, tmp_path, require_keys=False)
+    labels = KnownLabels.of(load_settings(BASE), profiles)
+    assert [labels.job("llm_chat", name)[1] for name in ("qwen2.5-14b", "vision", "whisperx",
+                                                         "typo")] == [
+        "qwen2.5-14b", "vision", "whisperx", "other"]
 
 
 # --- spreading calls over endpoints ------------------------------------------------------
