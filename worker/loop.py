@@ -26,8 +26,9 @@ from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
-from worker.runners import Abandoned, Failed, Outcome, Runner
+from worker.runners import Abandoned, Failed, Misrouted, Outcome, Runner
 
+MISROUTED = Misrouted()
 log = logging.getLogger("worker")
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class Worker:
 
     def _start(self, job: JobRow) -> None:
         lease = Lease(job.id, self.config.worker_id, job.lease_token)
-        runner = self._by_route[(job.task_type, job.model_profile)]
+        runner = self._by_route.get((job.task_type, job.model_profile), MISROUTED)
         running = RunningJob(job, lease, runner)
         with self._lock:
             self._running[lease] = running

@@ -202,3 +202,26 @@ def test_check_config_refuses_a_bad_file_naming_profile_and_key(
     err = capsys.readouterr().err
     assert err == ('config error: MODEL_PROFILES_FILE: profiles."vision".endpoints[0].url: '
                    "not an http(s) URL: 'gpu-3:8000/v1'\n")
+
+
+def test_a_job_whose_task_type_its_profile_does_not_serve_fails_as_invalid_input(
+        database_url: str, profiles_file: Path, gpu_1: FakeLLMServer) -> None:
+    # A chat profile and a transcription profile: the claim takes every task type of the one
+    # with every profile of the other, so a transcribe job naming a chat profile is claimed.
+    text = profiles_file.read_text() + (
+        f'\n[profiles.asr]\nkind = "transcription"\n[[profiles.asr.endpoints]]\n'
+        f'url = "{gpu_1.root_url}"\n')
+    profiles_file.write_text(text)
+    settings = make_settings(database_url, MODEL_PROFILES_FILE=str(profiles_file),
+                             WORKER_PROFILES="qwen,asr", WORKER_POLL_INTERVAL="100ms")
+    w = RunningWorker(settings, RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2))
+    try:
+        [(job, _)] = w.jobs.create_jobs([new_job(
+            model_profile="qwen", task_type="transcribe",
+            input={"audio_url": "http://127.0.0.1:9/a.wav"})])
+        failed = w.wait_finished(job.id)
+        assert (failed.status, failed.error_category) == ("failed", "invalid_input")
+        assert failed.error_message == "model profile qwen takes no transcribe jobs"
+        assert w.wait_finished(submit(w, "qwen", "still serving")).status == "completed"
+    finally:
+        w.stop()
