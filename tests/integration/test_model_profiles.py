@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from ai_service.app import create_app
 from ai_service.cli import main as cli_main
 from ai_service.config import ConfigError
-from ai_service.store.jobs import RetryPolicy
-from tests.conftest import make_settings
+from ai_service.store.jobs import JobRepository, RetryPolicy
+from tests.conftest import issue_token, make_settings
+from tests.integration.conftest import client_with, close_app
 from tests.integration.helpers import new_job
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.running_worker import RunningWorker
@@ -225,3 +227,22 @@ def test_a_job_whose_task_type_its_profile_does_not_serve_fails_as_invalid_input
         assert w.wait_finished(submit(w, "qwen", "still serving")).status == "completed"
     finally:
         w.stop()
+
+
+# --- the web ------------------------------------------------------------------------------
+
+
+def test_the_apis_claim_endpoint_obeys_the_files_cap(
+        database_url: str, tmp_path: Path, repo: JobRepository) -> None:
+    path = tmp_path / "profiles.toml"
+    path.write_text('[profiles.vision]\nkind = "chat"\nconcurrency = 1\n'
+                    '[[profiles.vision.endpoints]]\nurl = "http://127.0.0.1:9/v1"\n')
+    app = create_app(make_settings(database_url, MODEL_PROFILES_FILE=str(path)))
+    try:
+        client = client_with(app, issue_token(repo, "admin"))
+        for n in range(2):
+            repo.create_jobs([new_job(model_profile="vision", owner_ref=f"v{n}")])
+        claimed = client.post("/api/v1/jobs/claim", json={"worker_id": "remote", "limit": 2})
+        assert claimed.status_code == 200 and len(claimed.get_json()["jobs"]) == 1
+    finally:
+        close_app(app)
