@@ -127,8 +127,8 @@ class Worker:
     def run(self) -> None:
         """Claim and run until asked to stop, then drain and give back what is left."""
         if not self.runners:
-            log.warning("no runner is configured (set LLM_BASE_URL and/or WHISPERX_URL): "
-                        "this worker claims nothing")
+            log.warning("no model profile is configured (set MODEL_PROFILES_FILE, or "
+                        "LLM_BASE_URL and/or WHISPERX_URL): this worker claims nothing")
         log.info("worker %s started: task types %s, model profiles %s, %d slots",
                  self.config.worker_id, self.task_types, self.model_profiles,
                  self.config.concurrency)
