@@ -4,8 +4,10 @@ blueprints."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
+from dataclasses import replace
 
 from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
@@ -19,6 +21,7 @@ from ai_service.composition import build_core
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
+from ai_service.profiles import fleet_caps, load_profiles
 from ai_service.sessions import OpsSessionRepository
 from ai_service.sweeper import Sweeper
 
@@ -33,7 +36,12 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     forked, since a thread started before a fork does not run in the child."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    metrics.configure(settings)
+    # The web calls no profile, but counts jobs by it (the file's profiles keep their label)
+    # and its claim endpoint obeys the file's caps as the workers' claims do.
+    profiles = load_profiles(settings, os.environ, require_keys=False)
+    settings = replace(settings,
+                       model_concurrency=fleet_caps(profiles, settings.model_concurrency))
+    metrics.configure(settings, profiles)
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
 

@@ -15,6 +15,7 @@ from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration
 from ai_service.errors import ServiceError
 from ai_service.models import ROLES
+from ai_service.profiles import fleet_caps, load_profiles, profile_listing, served_profiles
 from ai_service.settings_docs import settings_listing, sources_in
 from ai_service.store.tokens import TokenRepository
 
@@ -36,6 +37,14 @@ def _check_config(settings: Settings, _: argparse.Namespace) -> int:
     if sources["DATABASE_URL"] == "default":  # see _environment
         sources["DATABASE_URL"] = "the local cluster of make run"
     for line in settings_listing(settings, sources):
+        print(line)
+    # What the worker would refuse at start (a bad file, an unknown WORKER_PROFILES name, a
+    # conflicting cap) is refused here too; an unset key variable is only shown as UNSET,
+    # since this command may run where the keys are not.
+    profiles = load_profiles(settings, os.environ, require_keys=False)
+    served_profiles(profiles, settings.worker_profiles)
+    fleet_caps(profiles, settings.model_concurrency)
+    for line in profile_listing(profiles, settings, os.environ):
         print(line)
     return 0
 
@@ -191,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(settings, args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

@@ -289,6 +289,13 @@ SETTINGS: tuple[Setting, ...] = (
             bound=POSITIVE),
     Setting("MIGRATE_ON_START", "migrate_on_start", BOOLEAN, "true",
             "`alembic upgrade head` at start, under an advisory lock", BOTH),
+    Setting("MODEL_PROFILES_FILE", "model_profiles_file", TEXT, None,
+            "a TOML file of model profiles: kind, model, timeout, concurrency and endpoints "
+            "each (see Model profiles); without it the `LLM_*` and `WHISPERX_*` settings define "
+            "them", BOTH, default_shown="unset (profiles from `LLM_*`, `WHISPERX_*`)"),
+    Setting("WORKER_PROFILES", "worker_profiles", NAMES, "",
+            "the model profiles this worker serves (`a,b`); each must be configured", WORKER,
+            default_shown="every configured profile"),
     Setting("LLM_BASE_URL", "llm_base_url", HTTP_URL, None,
             "OpenAI-compatible base URL, e.g. `http://vllm:8000/v1`", BOTH,
             default_shown="unset (no LLM runner)"),
@@ -346,7 +353,8 @@ SETTINGS: tuple[Setting, ...] = (
             "task types, besides the built-in `llm_chat`, `chat_completion`, `transcribe`, "
             "that keep their own metrics label (`a,b`); others count as `other`", BOTH),
     Setting("METRICS_MODEL_PROFILES", "metrics_model_profiles", NAMES, "",
-            "model profiles, besides `LLM_MODEL`, `whisperx` and the `MODEL_CONCURRENCY` ones, "
+            "model profiles, besides `LLM_MODEL`, `whisperx`, the profiles file's and the "
+            "`MODEL_CONCURRENCY` ones, "
             "that keep their own metrics label; others count as `other`", BOTH),
     Setting("RETRY_BACKOFF_BASE", "retry_backoff_base", DURATION, "10s",
             "retry delay: base·2^(attempt-1), capped by `RETRY_BACKOFF_MAX`, with jitter", BOTH,
@@ -396,6 +404,8 @@ class Settings:
     web_concurrency: int
     web_threads: int
     migrate_on_start: bool
+    model_profiles_file: str | None
+    worker_profiles: frozenset[str]
     llm_base_url: str | None
     llm_api_key: str | None = field(repr=False)
     llm_model: str

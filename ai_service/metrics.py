@@ -56,10 +56,10 @@ class KnownLabels:
     model_profiles: frozenset[str]
 
     @classmethod
-    def of(cls, settings: Settings) -> KnownLabels:
+    def of(cls, settings: Settings, profiles: Iterable[str] = ()) -> KnownLabels:
         return cls(
             task_types=BUILTIN_TASK_TYPES | settings.metrics_task_types,
-            model_profiles=frozenset({settings.llm_model, "whisperx",
+            model_profiles=frozenset({settings.llm_model, "whisperx", *profiles,
                                       *settings.model_concurrency,
                                       *settings.metrics_model_profiles}),
         )
@@ -73,11 +73,12 @@ class KnownLabels:
 _known = KnownLabels(BUILTIN_TASK_TYPES, frozenset({declared_default("LLM_MODEL"), "whisperx"}))
 
 
-def configure(settings: Settings) -> None:
-    """Keep the labels these settings name. Values add up: a process configured twice (the
-    tests build many apps) keeps both sets, still a bounded number."""
+def configure(settings: Settings, profiles: Iterable[str] = ()) -> None:
+    """Keep the labels these settings name, and those of the configured model `profiles`.
+    Values add up: a process configured twice (the tests build many apps) keeps both sets,
+    still a bounded number."""
     global _known
-    mine = KnownLabels.of(settings)
+    mine = KnownLabels.of(settings, profiles)
     _known = KnownLabels(_known.task_types | mine.task_types,
                          _known.model_profiles | mine.model_profiles)
 

@@ -26,8 +26,9 @@ from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
 from worker.notify import NotifyListener
 from worker.results import ResultWriter
-from worker.runners import Abandoned, Failed, Outcome, Runner
+from worker.runners import Abandoned, Failed, Misrouted, Outcome, Runner
 
+MISROUTED = Misrouted()
 log = logging.getLogger("worker")
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ class Worker:
     def run(self) -> None:
         """Claim and run until asked to stop, then drain and give back what is left."""
         if not self.runners:
-            log.warning("no runner is configured (set LLM_BASE_URL and/or WHISPERX_URL): "
-                        "this worker claims nothing")
+            log.warning("no model profile is configured (set MODEL_PROFILES_FILE, or "
+                        "LLM_BASE_URL and/or WHISPERX_URL): this worker claims nothing")
         log.info("worker %s started: task types %s, model profiles %s, %d slots",
                  self.config.worker_id, self.task_types, self.model_profiles,
                  self.config.concurrency)
@@ -187,7 +188,7 @@ class Worker:
 
     def _start(self, job: JobRow) -> None:
         lease = Lease(job.id, self.config.worker_id, job.lease_token)
-        runner = self._by_route[(job.task_type, job.model_profile)]
+        runner = self._by_route.get((job.task_type, job.model_profile), MISROUTED)
         running = RunningJob(job, lease, runner)
         with self._lock:
             self._running[lease] = running

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
 
@@ -19,6 +20,15 @@ from ai_service.config import ConfigError, Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
+from ai_service.profiles import (
+    CHAT,
+    Endpoint,
+    Profile,
+    fleet_caps,
+    load_profiles,
+    served_profiles,
+)
+from ai_service.providers.endpoints import EndpointPicker
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.transcription_apis import transcription_api
 from ai_service.providers.whisperx import WhisperXClient
@@ -54,24 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def build_runners(settings: Settings) -> list[Runner]:
+def worker_profiles(settings: Settings,
+                    environ: Mapping[str, str] | None = None) -> dict[str, Profile]:
+    """The profiles this worker serves: every configured one, or those WORKER_PROFILES names;
+    ConfigError if the file is bad or names a key variable that is unset."""
+    profiles = load_profiles(settings, os.environ if environ is None else environ)
+    return served_profiles(profiles, settings.worker_profiles)
+
+
+def build_runners(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Runner]:
+    """A runner per served profile, each with a client per endpoint of the profile."""
     runners: list[Runner] = []
-    if settings.llm_base_url:
-        client = LLMClient(settings.llm_base_url, settings.llm_api_key, settings.llm_model,
-                           settings.llm_timeout)
-        runners.append(LLMRunner(client))
-    if settings.whisperx_url:
-        audio_policy = UrlPolicy(settings.audio_url_allow, "AUDIO_URL_ALLOW")
-        api = transcription_api(settings.whisperx_api, settings.whisperx_url,
-                                settings.whisperx_asr_path, settings.whisperx_model)
-        client = WhisperXClient(settings.whisperx_url, api, settings.whisperx_timeout,
-                                settings.whisperx_max_audio_bytes, audio_policy,
-                                settings.whisperx_api_key)
-        runners.append(WhisperXRunner(client))
+    for profile in worker_profiles(settings, environ).values():
+        if profile.kind == CHAT:
+            runners.append(LLMRunner(profile.name, EndpointPicker([
+                LLMClient(endpoint.url, endpoint.api_key, profile.model, profile.timeout)
+                for endpoint in profile.endpoints])))
+        else:
+            runners.append(WhisperXRunner(profile.name, EndpointPicker([
+                _transcription_client(settings, profile, endpoint)
+                for endpoint in profile.endpoints])))
     return runners
 
 
-def worker_config(settings: Settings) -> WorkerConfig:
+def _transcription_client(settings: Settings, profile: Profile,
+                          endpoint: Endpoint) -> WhisperXClient:
+    audio_policy = UrlPolicy(settings.audio_url_allow, "AUDIO_URL_ALLOW")
+    api = transcription_api(profile.api or "asr-webservice", endpoint.url, profile.asr_path,
+                            profile.model)
+    return WhisperXClient(endpoint.url, api, profile.timeout, settings.whisperx_max_audio_bytes,
+                          audio_policy, endpoint.api_key)
+
+
+def worker_config(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerConfig:
     return WorkerConfig(
         worker_id=settings.worker_id,
         concurrency=settings.worker_claim_limit,
@@ -79,7 +104,10 @@ def worker_config(settings: Settings) -> WorkerConfig:
         poll_interval=settings.worker_poll_interval,
         lease_seconds=settings.worker_lease,
         shutdown_grace=settings.worker_shutdown_grace,
-        model_concurrency=settings.model_concurrency,
+        model_concurrency=fleet_caps(
+            load_profiles(settings, os.environ if environ is None else environ,
+                          require_keys=False),
+            settings.model_concurrency),
         listen_conninfo=libpq_url(settings.database_url),
     )
 
@@ -88,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        runners, config = build_runners(settings), worker_config(settings)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    metrics.configure(settings)
+    metrics.configure(settings, [profile for runner in runners
+                                 for profile in runner.model_profiles])
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
     # Job slots never touch the database (outcomes go through the result writer): the claim,
@@ -101,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # round trip per call is spared.
     pool = max(settings.db_pool_size, 4)
     core = build_core(replace(settings, db_pool_size=pool), "ai-service-worker", pre_ping=False)
-    worker = Worker(core.service, build_runners(settings), worker_config(settings))
+    worker = Worker(core.service, runners, config)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
         log.info("metrics on %s:%d/metrics", settings.http_host, settings.worker_metrics_port)

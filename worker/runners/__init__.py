@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.rows import JobRow
+from ai_service.states import ErrorCategory
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,17 @@ def outcome_of_error(exc: Exception) -> Outcome:
     if isinstance(exc, ProviderError):
         return Failed(exc.category, exc.message, exc.retryable, exc.retry_after, exc.defer)
     raise exc
+
+
+class Misrouted:
+    """Stands in for the runner of a claimed job whose task type its model profile does not
+    serve. The claim takes every task type this worker serves with every profile it serves,
+    so a `transcribe` job naming a chat profile is claimed too; it fails as bad input instead
+    of stopping the worker."""
+
+    task_types: frozenset[str] = frozenset()
+    model_profiles: frozenset[str] = frozenset()
+
+    def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
+        return Failed(ErrorCategory.INVALID_INPUT,
+                      f"model profile {job.model_profile} takes no {job.task_type} jobs")

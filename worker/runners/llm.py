@@ -1,4 +1,5 @@
-"""The LLM runner: llm_chat and chat_completion jobs for the model profile LLM_MODEL.
+"""The LLM runner: llm_chat and chat_completion jobs for one chat model profile, each call
+sent to one of the profile's endpoints (ai_service/providers/endpoints.py).
 
 llm_chat is the compact form (system/user or string messages in; `content` out);
 chat_completion sends the caller's chat-completions body as it is and keeps the whole answer.
@@ -11,6 +12,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ai_service.inputs import BUILT_IN, as_text
+from ai_service.providers.endpoints import EndpointPicker
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
 from ai_service.rows import JobRow
@@ -69,10 +71,10 @@ RESULTS = {"llm_chat": llm_chat_result, "chat_completion": chat_completion_resul
 
 
 class LLMRunner:
-    def __init__(self, client: LLMClient) -> None:
-        self.client = client
+    def __init__(self, profile: str, endpoints: EndpointPicker[LLMClient]) -> None:
+        self.endpoints = endpoints
         self.task_types = TASK_TYPES
-        self.model_profiles = frozenset({client.model})
+        self.model_profiles = frozenset({profile})
 
     def run(self, job: JobRow, signal: AbortSignal) -> Outcome:
         task_type = job.task_type
@@ -81,7 +83,8 @@ class LLMRunner:
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:
-            answer = self.client.chat(request, signal)
+            with self.endpoints.pick() as client:
+                answer = client.chat(request, signal)
             return Completed(RESULTS[task_type](answer, request))
         except (ProviderError, Aborted) as exc:
             return outcome_of_error(exc)
