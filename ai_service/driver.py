@@ -182,22 +182,6 @@ class Driver:
             finally:
                 _check_in(pooled)
 
-    def autocommit_count(self, sql: str, params: Params) -> int:
-        """One statement that commits by itself; how many rows it changed."""
-        with database_faults():
-            pooled = self.engine.raw_connection()
-            try:
-                connection = pooled.driver_connection
-                try:
-                    connection.autocommit = True
-                    with connection.cursor() as cursor:
-                        return cursor.execute(driver_sql(sql), params).rowcount
-                except psycopg.Error as exc:
-                    self._lost_connection(exc, connection, pooled.invalidate)
-                    raise
-            finally:
-                _check_in(pooled)
-
     def _lost_connection(self, exc: psycopg.Error, connection: psycopg.Connection,
                          invalidate: Callable[[BaseException], None]) -> None:
         """A lost connection means the server went away: `invalidate` drops this one and, as

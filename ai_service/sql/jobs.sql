@@ -280,8 +280,11 @@ WITH doomed AS (
     FOR UPDATE SKIP LOCKED
 ), events AS (
     DELETE FROM job_events USING doomed WHERE job_events.job_id = doomed.id
+), deleted AS (
+    DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
+    RETURNING jobs.id
 )
-DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id;
+SELECT count(*) FROM deleted;
 
 -- name: notify
 -- Sent when the transaction commits: once per statement, never per row, since every

@@ -455,8 +455,9 @@ class JobRepository:
 
     def prune_batch(self, older_than_seconds: float, batch_size: int = 500) -> int:
         """Delete one batch of jobs finished longer ago than that; returns how many."""
-        return self.driver.autocommit_count(
+        [(deleted,)] = self.driver.autocommit_rows(
             queries["prune_batch"], {"older_than": older_than_seconds, "batch_size": batch_size})
+        return deleted
 
     def prune(self, older_than_seconds: float, batch_size: int = 500) -> int:
         """Delete old finished jobs and their events, batch by batch, until none are left."""

@@ -56,7 +56,7 @@ def test_a_prune_batch_in_progress_never_blocks_a_claim(
     try:
         deleted = pruning.execute(text(queries["prune_batch"]),
                                   {"older_than": 86400, "batch_size": 50})
-        assert deleted.rowcount == 20  # deleted, locked, not yet committed
+        assert deleted.scalar_one() == 20  # deleted, locked, not yet committed
         [job] = impatient.claim_jobs("w", 5, lease_seconds=60)
         assert job.owner_ref == "fresh"
     finally:
