@@ -19,7 +19,7 @@ from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with, close_app
 from tests.integration.helpers import new_job
 from tests.support.fake_llm import FakeLLMServer
-from tests.support.running_worker import RunningWorker
+from tests.support.running_worker import RunningWorker, workers_started
 
 KEY_A, KEY_B = "sk-gpu-1-key-aaaa", "sk-gpu-2-key-bbbb"
 
@@ -73,18 +73,13 @@ api_key_env = "GPU_2_KEY"
 @pytest.fixture
 def start_worker(database_url: str,
                  profiles_file: Path) -> Iterator[Callable[..., RunningWorker]]:
-    started: list[RunningWorker] = []
+    with workers_started() as launch:
+        def start(**env: str) -> RunningWorker:
+            settings = make_settings(database_url, MODEL_PROFILES_FILE=str(profiles_file),
+                                     WORKER_POLL_INTERVAL="100ms", WORKER_CLAIM_LIMIT="4", **env)
+            return launch(settings, RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2))
 
-    def start(**env: str) -> RunningWorker:
-        settings = make_settings(database_url, MODEL_PROFILES_FILE=str(profiles_file),
-                                 WORKER_POLL_INTERVAL="100ms", WORKER_CLAIM_LIMIT="4", **env)
-        policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
-        started.append(RunningWorker(settings, policy))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
+        yield start
 
 
 def submit(w: RunningWorker, profile: str, user: str,

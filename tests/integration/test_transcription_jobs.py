@@ -16,7 +16,7 @@ from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
 from tests.integration.helpers import job_body, new_job
 from tests.support.fake_asr import FakeASRServer, recorded_answer
-from tests.support.running_worker import RunningWorker
+from tests.support.running_worker import RunningWorker, workers_started
 
 KEY = "sk-asr-secret-key-123456"
 
@@ -31,20 +31,15 @@ def asr() -> Iterator[FakeASRServer]:
 @pytest.fixture
 def start_worker(database_url: str,
                  asr: FakeASRServer) -> Iterator[Callable[..., RunningWorker]]:
-    started: list[RunningWorker] = []
+    with workers_started() as launch:
+        def start(**env: str) -> RunningWorker:
+            settings = make_settings(database_url, **{
+                "WHISPERX_URL": asr.root_url, "AUDIO_URL_ALLOW": "127.0.0.1",
+                "WORKER_POLL_INTERVAL": "100ms", **env,
+            })
+            return launch(settings, RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2))
 
-    def start(**env: str) -> RunningWorker:
-        settings = make_settings(database_url, **{
-            "WHISPERX_URL": asr.root_url, "AUDIO_URL_ALLOW": "127.0.0.1",
-            "WORKER_POLL_INTERVAL": "100ms", **env,
-        })
-        policy = RetryPolicy(backoff_base=0, backoff_max=0, max_deferrals=2)
-        started.append(RunningWorker(settings, policy))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
+        yield start
 
 
 def transcribe(w: RunningWorker, asr: FakeASRServer, **job_input: Any) -> JobRow:

@@ -17,7 +17,7 @@ from ai_service.store.jobs import RetryPolicy
 from tests.conftest import make_settings
 from tests.interop.llama_server import API_KEY, MODEL_ALIAS, LlamaServer
 from tests.interop.tcp_proxy import TcpProxy
-from tests.support.running_worker import RunningWorker
+from tests.support.running_worker import RunningWorker, workers_started
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,19 +70,15 @@ def proxy(llama_server: LlamaServer) -> Iterator[TcpProxy]:
 
 @pytest.fixture
 def start_worker(database_url: str) -> Iterator[Callable[..., RunningWorker]]:
-    started: list[RunningWorker] = []
+    with workers_started() as launch:
+        def start(base_url: str, api_key: str = API_KEY, backoff: float = 0.0,
+                  **env: str) -> RunningWorker:
+            settings = make_settings(database_url, **{
+                "LLM_BASE_URL": base_url, "LLM_API_KEY": api_key, "LLM_MODEL": MODEL_ALIAS,
+                "LLM_TIMEOUT": "120s", "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "2",
+                **env,
+            })
+            return launch(settings, RetryPolicy(backoff_base=backoff, backoff_max=backoff,
+                                                max_deferrals=5))
 
-    def start(base_url: str, api_key: str = API_KEY, backoff: float = 0.0,
-              **env: str) -> RunningWorker:
-        settings = make_settings(database_url, **{
-            "LLM_BASE_URL": base_url, "LLM_API_KEY": api_key, "LLM_MODEL": MODEL_ALIAS,
-            "LLM_TIMEOUT": "120s", "WORKER_POLL_INTERVAL": "100ms", "WORKER_CLAIM_LIMIT": "2",
-            **env,
-        })
-        policy = RetryPolicy(backoff_base=backoff, backoff_max=backoff, max_deferrals=5)
-        started.append(RunningWorker(settings, policy))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
+        yield start

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -59,3 +60,20 @@ class RunningWorker:
             self.thread.join(timeout=60)
             assert not self.thread.is_alive()
         self.repo.engine.dispose()
+
+
+@contextmanager
+def workers_started() -> Iterator[Callable[[Settings, RetryPolicy], RunningWorker]]:
+    """A test's way to start workers as it needs them: every one started is stopped when the
+    block ends, whatever the test did."""
+    started: list[RunningWorker] = []
+
+    def start(settings: Settings, policy: RetryPolicy) -> RunningWorker:
+        started.append(RunningWorker(settings, policy))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
