@@ -20,10 +20,8 @@ from pathlib import Path
 
 from ai_service.composition import make_repository
 from ai_service.config import load_settings
-from ai_service.rows import NewJob
-from ai_service.service import JobService
 from bench.common import ROOT, fake_llm_server, fresh_database, service_env, throwaway_postgres
-from bench.worker_throughput import CLAIM_LIMIT, wait_all_completed
+from bench.worker_throughput import CLAIM_LIMIT, enqueue, wait_all_completed
 
 
 def profiled_worker(out: str) -> int:
@@ -56,10 +54,7 @@ def profile(jobs: int, save: str | None = None) -> pstats.Stats:
         repo = make_repository(load_settings({"DATABASE_URL": url}), "bench")
         try:
             time.sleep(3)  # let the worker start and LISTEN
-            batch = [NewJob("bench", f"r/{i}", "llm_chat", "qwen2.5-14b", {"user": f"job {i}"})
-                     for i in range(jobs)]
-            for chunk in range(0, jobs, 1000):
-                JobService(repo).create_jobs(batch[chunk:chunk + 1000])  # wakes them
+            enqueue(repo, url, jobs, analysed=True)  # wakes it, as in the benchmark
             wait_all_completed(repo, jobs)
         finally:
             proc.terminate()
