@@ -3,7 +3,8 @@ sent to one of the profile's endpoints (ai_service/providers/endpoints.py).
 
 llm_chat is the compact form (system/user or string messages in; `content` out);
 chat_completion sends the caller's chat-completions body as it is and keeps the whole answer.
-Both check an answer asked for as JSON (ai_service/structured_output.py)."""
+Both check an answer asked for as JSON (ai_service/structured_output.py), and neither calls the
+server with a prompt that cannot fit the profile's context_tokens (ai_service/context_window.py)."""
 
 from __future__ import annotations
 
