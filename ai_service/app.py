@@ -21,6 +21,7 @@ from ai_service.composition import build_core
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
+from ai_service.profile_checks import ProfileCheck
 from ai_service.profiles import fleet_caps, load_profiles
 from ai_service.sessions import OpsSessionRepository
 from ai_service.sweeper import Sweeper
@@ -36,8 +37,9 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     forked, since a thread started before a fork does not run in the child."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    # The web calls no profile, but counts jobs by it (the file's profiles keep their label)
-    # and its claim endpoint obeys the file's caps as the workers' claims do.
+    # The web calls no profile, but counts jobs by it (the file's profiles keep their label),
+    # checks new jobs against it and its claim endpoint obeys the file's caps as the workers'
+    # claims do.
     profiles = load_profiles(settings, os.environ, require_keys=False)
     settings = replace(settings,
                        model_concurrency=fleet_caps(profiles, settings.model_concurrency))
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
         service=core.service,
         api=api,
         head_revision=db.head_revision(settings.database_url),
+        profiles=ProfileCheck(profiles, complete=settings.model_profiles_file is not None),
     )
     register_error_handlers(app)
     _register_request_id(app)

@@ -291,8 +291,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`alembic upgrade head` at start, under an advisory lock", BOTH),
     Setting("MODEL_PROFILES_FILE", "model_profiles_file", TEXT, None,
             "a TOML file of model profiles: kind, model, timeout, concurrency and endpoints "
-            "each (see Model profiles); without it the `LLM_*` and `WHISPERX_*` settings define "
-            "them", BOTH, default_shown="unset (profiles from `LLM_*`, `WHISPERX_*`)"),
+            "each (see Model profiles; the web checks new jobs against it); without it the "
+            "`LLM_*` and `WHISPERX_*` settings define them", BOTH,
+            default_shown="unset (profiles from `LLM_*`, `WHISPERX_*`)"),
     Setting("WORKER_PROFILES", "worker_profiles", NAMES, "",
             "the model profiles this worker serves (`a,b`); each must be configured", WORKER,
             default_shown="every configured profile"),

@@ -31,6 +31,9 @@ from ai_service.config import (
 CHAT = "chat"
 TRANSCRIPTION = "transcription"
 KINDS = (CHAT, TRANSCRIPTION)
+# The built-in task types and the kind of profile that runs each; any other task type is a
+# remote worker's, which the service knows nothing of.
+KIND_OF_TASK_TYPE = {"llm_chat": CHAT, "chat_completion": CHAT, "transcribe": TRANSCRIPTION}
 TRANSCRIPTION_APIS = ("asr-webservice", "openai")
 DEFAULT_ASR_PATH = "/asr"
 SOURCE = "MODEL_PROFILES_FILE"
@@ -213,6 +216,10 @@ def _endpoint(name: str, where: str, table: Any, environ: Mapping[str, str],
     if key is None and require_keys:
         raise ConfigError(f"{_where(name, f'{where}.api_key_env')}: {variable} is not set")
     return Endpoint(url, variable, key)
+
+
+def task_types_of(kind: str) -> frozenset[str]:
+    return frozenset(task for task, its_kind in KIND_OF_TASK_TYPE.items() if its_kind == kind)
 
 
 def served_profiles(profiles: Mapping[str, Profile],

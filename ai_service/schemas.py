@@ -186,7 +186,7 @@ RESULT_DOC = (
     "`duration_ms` (and `parsed` when JSON was asked for). `chat_completion`: `message` "
     "(`content`, `tool_calls`, `refusal`, and `parsed` when JSON was asked for), "
     "`finish_reason`, `usage`, `model`, `endpoint`, `duration_ms`, and `choices` when n > 1. "
-    "`transcribe`: `text`, `segments`, `language`, `duration_ms`.")
+    "`transcribe`: `text`, `segments`, `language`, `duration`, `endpoint`, `duration_ms`.")
 
 
 class JobFieldsSchema(InputSchema):

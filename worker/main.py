@@ -79,7 +79,7 @@ def build_runners(settings: Settings, environ: Mapping[str, str] | None = None) 
         if profile.kind == CHAT:
             runners.append(LLMRunner(profile.name, EndpointPicker([
                 LLMClient(endpoint.url, endpoint.api_key, profile.model, profile.timeout)
-                for endpoint in profile.endpoints])))
+                for endpoint in profile.endpoints]), profile.context_tokens))
         else:
             runners.append(WhisperXRunner(profile.name, EndpointPicker([
                 _transcription_client(settings, profile, endpoint)

@@ -8,6 +8,7 @@ from flask import current_app
 
 from ai_service.api.errors import ServiceApi
 from ai_service.config import Settings
+from ai_service.profile_checks import ProfileCheck
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
 
@@ -21,6 +22,7 @@ class Services:
     service: JobService
     api: ServiceApi
     head_revision: str | None
+    profiles: ProfileCheck  # what a new job is checked against
 
 
 def services() -> Services:

@@ -15,6 +15,7 @@ from ai_service.api.auth import allow, principal
 from ai_service.api.bodies import Blueprint, json_body
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
 from ai_service.errors import Forbidden, InvalidInput
+from ai_service.inputs import as_text
 from ai_service.rows import Lease, NewJob
 from ai_service.schemas import (
     ClaimedSchema,
@@ -49,6 +50,18 @@ def _check_owner(jobs: list[dict[str, Any]]) -> None:
             f"this token may not create jobs for {', '.join(refused)}",
             {"owner_services": refused},
         )
+
+
+def _check_profiles(jobs: list[dict[str, Any]], batch: bool) -> None:
+    """Each job against the model profiles this process knows (ai_service/profile_checks.py);
+    a batch's errors keyed by item, as the schema keys them."""
+    check = services().profiles
+    errors = {index: found for index, job in enumerate(jobs) if (found := check.errors(job))}
+    if not errors:
+        return
+    fields = {"jobs": errors} if batch else errors[0]
+    raise InvalidInput(f"the request is invalid: {as_text(fields)}",
+                       {"location": "json", "fields": fields})
 
 
 def _batch_within_limit(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,6 +107,7 @@ class Jobs(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job. Reusing an idempotency_key returns the existing job with 200."""
         _check_owner([body])
+        _check_profiles([body], batch=False)
         job, created = service().create_job(NewJob(**body))
         return job, 201 if created else 200
 
@@ -109,6 +123,7 @@ class JobBatch(MethodView):
     def post(self, items: list[dict[str, Any]]) -> Any:
         """Create many jobs in one statement: `defaults` merged under each item. All or nothing."""
         _check_owner(items)
+        _check_profiles(items, batch=True)
         created = service().create_jobs([NewJob(**item) for item in items])
         jobs = [{**dataclasses.asdict(job), "created": new} for job, new in created]
         return {"jobs": jobs, "created": sum(new for _, new in created)}

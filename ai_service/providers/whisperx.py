@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from ai_service.config import redact_url
 from ai_service.netpolicy import RefusedAddress, UrlPolicy
 from ai_service.providers.http import (
     Aborted,
@@ -48,6 +49,8 @@ class WhisperXClient:
                  max_audio_bytes: int, audio_policy: UrlPolicy,
                  api_key: str | None = None) -> None:
         self.api = api
+        # Named in each result, as a chat result names its endpoint: without credentials.
+        self.endpoint = redact_url(base_url.rstrip("/"))
         self.timeout = timeout
         self.max_audio_bytes = max_audio_bytes
         self.api_key = api_key
@@ -59,7 +62,8 @@ class WhisperXClient:
     def transcribe(
         self, audio_url: str, options: dict[str, Any], signal: AbortSignal | None = None
     ) -> dict[str, Any]:
-        """Download the audio and have WhisperX transcribe it, both within `timeout`."""
+        """Download the audio and have WhisperX transcribe it, both within `timeout`; the
+        transcript (transcripts.normalise), the `endpoint` that answered and `duration_ms`."""
         signal = signal or AbortSignal()
         started = time.monotonic()
         with (observed_call("whisperx"), total_deadline(signal, self.timeout),
@@ -68,6 +72,7 @@ class WhisperXClient:
             audio.seek(0)
             response = self._upload(audio, _file_name(audio_url), options, signal)
         result = parse_transcript(response)
+        result["endpoint"] = self.endpoint
         result["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         return result
 

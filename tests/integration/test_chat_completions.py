@@ -196,3 +196,71 @@ def test_a_plain_text_answer_cut_at_max_tokens_still_completes(worker: RunningWo
     job = run(worker, {"messages": user("one two three four"), "max_tokens": 2})
     assert (job.status, job.result["finish_reason"]) == ("completed", "length")
     assert job.result["message"]["content"] == "echo: one"
+
+
+# --- the same through the HTTP API: created by POST, read back by GET ------------------------
+
+
+def through_api(client: FlaskClient, w: RunningWorker, job_input: dict[str, Any],
+                max_attempts: int = 3) -> dict[str, Any]:
+    created = client.post(f"{API}/jobs", json={
+        "owner_service": "telephony", "owner_ref": "r1", "task_type": "chat_completion",
+        "model_profile": "qwen2.5-14b", "input": job_input, "max_attempts": max_attempts})
+    assert created.status_code == 201, created.json
+    w.wait_finished(created.json["id"])
+    return client.get(f"{API}/jobs/{created.json['id']}").json
+
+
+def test_through_the_api_a_multi_part_image_message_reaches_the_server_intact(
+    client: FlaskClient, worker: RunningWorker, fake_llm: FakeLLMServer
+) -> None:
+    parts = [{"type": "text", "text": "What is in this picture?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=",
+                                                 "detail": "low"}},
+             {"type": "image_url", "image_url": {"url": "https://images.test/cat.jpg"}}]
+    job = through_api(client, worker, {"messages": [{"role": "user", "content": parts}]})
+    assert job["status"] == "completed", job["error_message"]
+    assert job["result"]["message"]["content"] == "echo: What is in this picture?"
+    [request] = fake_llm.chat_requests()
+    assert request["json"]["messages"] == [{"role": "user", "content": parts}]
+
+
+def test_through_the_api_a_tool_call_round_trip(
+    client: FlaskClient, worker: RunningWorker, fake_llm: FakeLLMServer
+) -> None:
+    call = tool_call("call_9", "get_weather", {"city": "Oslo"})
+    script = fake_llm.script("api-weather",
+                             choice(tool_calls=[call], finish_reason="tool_calls"),
+                             choice("It is 3 degrees in Oslo."))
+    question = user(f"Weather in Oslo? {script}")
+    first = through_api(client, worker, {"messages": question, "tools": [WEATHER_TOOL]})
+    assert first["status"] == "completed", first["error_message"]
+    assert first["result"]["message"]["tool_calls"] == [call]
+    follow_up = question + [
+        {"role": "assistant", "content": None,
+         "tool_calls": first["result"]["message"]["tool_calls"]},
+        {"role": "tool", "tool_call_id": "call_9", "content": json.dumps({"temp": 3})}]
+    second = through_api(client, worker, {"messages": follow_up, "tools": [WEATHER_TOOL]})
+    assert second["result"]["message"]["content"] == "It is 3 degrees in Oslo."
+    assert fake_llm.chat_requests()[1]["json"]["messages"] == follow_up
+
+
+def test_through_the_api_an_invalid_json_answer_is_bad_output_and_a_cut_one_truncated(
+    client: FlaskClient, worker: RunningWorker, fake_llm: FakeLLMServer
+) -> None:
+    bad = fake_llm.script("api-bad", choice("Sure! {name: Ann}"))
+    job = through_api(client, worker, {"messages": user(f"As JSON. {bad}"),
+                                       "response_format": {"type": "json_object"}},
+                      max_attempts=2)
+    assert (job["status"], job["error_category"], job["attempts"]) == (
+        "failed", "bad_output", 2)
+    trail = client.get(f"{API}/jobs/{job['id']}/events").json
+    assert {("attempt_failed", "bad_output"), ("failed", "bad_output")} <= {
+        (e["event"], e["error_category"]) for e in trail}
+
+    cut = fake_llm.script("api-cut", choice('{"name": "An', finish_reason="length"))
+    job = through_api(client, worker, {"messages": user(f"Who? {cut}"),
+                                       "response_format": PERSON, "max_tokens": 5})
+    assert (job["status"], job["error_category"], job["attempts"]) == (
+        "failed", "truncated", 1)
+    assert "raise max_tokens" in job["error_message"]

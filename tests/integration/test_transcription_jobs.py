@@ -57,7 +57,8 @@ def test_an_openai_api_transcription_is_stored_in_the_one_shape(
     done = transcribe(w, asr, language="en", diarize=True)
     assert done.status == "completed", done
     result = done.result
-    assert set(result) == {"text", "language", "duration", "segments", "duration_ms"}
+    assert set(result) == {"text", "language", "duration", "segments", "endpoint",
+                           "duration_ms"}
     assert (result["text"], result["language"], result["duration"]) == (
         "Hello, this is Beeline support. My bill is wrong.", "en", 4.8)
     assert result["segments"][0] == {
@@ -72,6 +73,19 @@ def test_an_openai_api_transcription_is_stored_in_the_one_shape(
     assert upload.fields["model"] == ["large-v3"]
     assert upload.fields["timestamp_granularities[]"] == ["segment", "word"]
     assert upload.headers["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("api", ["asr-webservice", "openai"])
+def test_a_transcription_result_names_the_endpoint_that_answered_without_credentials(
+    start_worker: Callable[..., RunningWorker], asr: FakeASRServer, api: str,
+) -> None:
+    with_credentials = asr.root_url.replace("http://", "http://ops:url-secret-pw@")
+    w = start_worker(WHISPERX_API=api, WHISPERX_URL=with_credentials)
+    done = transcribe(w, asr)
+    assert done.status == "completed", done
+    assert done.result["endpoint"] == asr.root_url.replace("http://", "http://***@")
+    assert [upload.path for upload in asr.uploads] == [
+        "/asr" if api == "asr-webservice" else "/v1/audio/transcriptions"]
 
 
 def test_a_whisperx_answer_with_nan_times_is_stored_with_nulls(

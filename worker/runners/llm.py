@@ -3,7 +3,8 @@ sent to one of the profile's endpoints (ai_service/providers/endpoints.py).
 
 llm_chat is the compact form (system/user or string messages in; `content` out);
 chat_completion sends the caller's chat-completions body as it is and keeps the whole answer.
-Both check an answer asked for as JSON (ai_service/structured_output.py)."""
+Both check an answer asked for as JSON (ai_service/structured_output.py), and neither calls the
+server with a prompt that cannot fit the profile's context_tokens (ai_service/context_window.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from ai_service.context_window import overflow
 from ai_service.inputs import BUILT_IN, as_text
+from ai_service.profiles import CHAT, task_types_of
 from ai_service.providers.endpoints import EndpointPicker
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.llm import LLMClient
@@ -20,7 +23,7 @@ from ai_service.states import ErrorCategory
 from ai_service.structured_output import checked_answer, wants_json
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
-TASK_TYPES = frozenset({"llm_chat", "chat_completion"})
+TASK_TYPES = task_types_of(CHAT)
 
 
 def chat_request(task_type: str, job_input: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +74,10 @@ RESULTS = {"llm_chat": llm_chat_result, "chat_completion": chat_completion_resul
 
 
 class LLMRunner:
-    def __init__(self, profile: str, endpoints: EndpointPicker[LLMClient]) -> None:
+    def __init__(self, profile: str, endpoints: EndpointPicker[LLMClient],
+                 context_tokens: int | None = None) -> None:
         self.endpoints = endpoints
+        self.context_tokens = context_tokens
         self.task_types = TASK_TYPES
         self.model_profiles = frozenset({profile})
 
@@ -82,6 +87,11 @@ class LLMRunner:
             request = chat_request(task_type, job.input)
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
+        # A prompt that cannot fit would only cost the server a refusal (or, on a server that
+        # cuts prompts silently, a wrong answer): it fails here, without a call.
+        too_long = overflow(request, self.context_tokens)
+        if too_long:
+            return Failed(ErrorCategory.CONTEXT_LENGTH_EXCEEDED, too_long)
         try:
             with self.endpoints.pick() as client:
                 answer = client.chat(request, signal)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from marshmallow import ValidationError
 
 from ai_service.inputs import BUILT_IN, as_text
+from ai_service.profiles import TRANSCRIPTION, task_types_of
 from ai_service.providers.endpoints import EndpointPicker
 from ai_service.providers.http import Aborted, AbortSignal, ProviderError
 from ai_service.providers.whisperx import WhisperXClient
@@ -13,7 +14,7 @@ from ai_service.rows import JobRow
 from ai_service.states import ErrorCategory
 from worker.runners import Completed, Failed, Outcome, outcome_of_error
 
-TASK_TYPES = frozenset({"transcribe"})
+TASK_TYPES = task_types_of(TRANSCRIPTION)
 
 
 class WhisperXRunner:
