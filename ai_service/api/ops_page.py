@@ -167,7 +167,7 @@ def job(job_ref: str) -> Any:
         ran=job_display.seconds_between(view.job.started_at, view.job.finished_at),
         can_retry=state in TRANSITIONS[Action.RETRY].sources,
         can_cancel=state in TRANSITIONS[Action.CANCEL].sources,
-        message=request.args.get("done"), auth_disabled=services().settings.auth_disabled,
+        message=request.args.get("done"),
     )
 
 
