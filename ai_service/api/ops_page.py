@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from ai_service.api import job_display, repository, service, services
 from ai_service.api.ops_search import CATEGORIES, parse_failure_filter, parse_search
 from ai_service.auth import ANONYMOUS_ADMIN
-from ai_service.errors import ServiceError
+from ai_service.errors import JobNotFound, ServiceError
 from ai_service.providers.status import check_providers
 from ai_service.rows import JobView
 from ai_service.sessions import OpsSession, OpsSessionRepository
@@ -162,7 +162,8 @@ def job(job_ref: str) -> Any:
     state = view.job.status
     return render_template(
         "job.html", view=view, job=view.job, csrf=session.csrf_token,
-        input=job_display.preview(view.job.input), result=job_display.preview(view.job.result),
+        input=job_display.preview(view.job.input),
+        result=None if view.job.result is None else job_display.preview(view.job.result),
         waited=job_display.seconds_between(view.job.created_at, view.job.started_at),
         ran=job_display.seconds_between(view.job.started_at, view.job.finished_at),
         can_retry=state in TRANSITIONS[Action.RETRY].sources,
@@ -195,7 +196,7 @@ def search() -> Any:
     wanted = parse_search(request.args.get("q", ""))
     if isinstance(wanted, str):
         return _search_page(request.args.get("q", ""), [], wanted, 400)
-    if wanted.job_id is not None and repository().job_view(wanted.job_id) is not None:
+    if wanted.job_id is not None and _job_exists(wanted.job_id):
         return redirect(url_for(".job", job_ref=wanted.job_id), 303)
     matches = repository().jobs_by_owner_ref(wanted.text, SEARCH_MATCHES)
     if len(matches) == 1:
@@ -210,6 +211,14 @@ def _job_view(job_ref: str) -> JobView | None:
     except ValueError:
         return None
     return repository().job_view(job_id)
+
+
+def _job_exists(job_id: uuid.UUID) -> bool:
+    try:
+        repository().get_job(job_id)
+    except JobNotFound:
+        return False
+    return True
 
 
 def _job_missing(job_ref: str) -> tuple[str, int]:
