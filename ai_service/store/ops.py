@@ -71,9 +71,9 @@ def ops_overview(driver: Driver, failures: int = 20,
 
 
 def job_view(driver: Driver, job_id: uuid.UUID) -> JobView | None:
-    """The job and its events, read in one transaction so the trail ends where the job is;
+    """The job and its events, read from one snapshot so the trail ends where the job is;
     None when there is no such job."""
-    with driver.transaction() as conn:
+    with driver.snapshot() as conn:
         jobs = driver.rows(conn, queries["get_job"], {"id": job_id, "scope": None},
                            class_rows(JobRow))
         if not jobs:

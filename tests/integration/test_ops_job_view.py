@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from ai_service.api.job_display import PREVIEW_CHARS
-from ai_service.rows import JobRow
+from ai_service.driver import class_rows
+from ai_service.rows import JobEventRow, JobRow
 from ai_service.sql import queries
 from ai_service.store.jobs import JobRepository
 from tests.integration.helpers import claim_one, lease_of, new_job
@@ -315,3 +316,19 @@ def test_the_owner_ref_search_reads_a_handful_of_pages_however_long_the_history(
     top = plan[0]["Plan"]
     assert top["Actual Rows"] == 1
     assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] <= 10, json.dumps(plan)
+
+
+def test_a_job_and_its_events_are_read_from_one_snapshot(repo: JobRepository) -> None:
+    """The job view's reads: a change committed between them shows in neither."""
+    job = one_job(repo)
+    with repo.driver.snapshot() as conn:
+        [seen] = repo.driver.rows(conn, queries["get_job"], {"id": job.id, "scope": None},
+                                  class_rows(JobRow))
+        repo.cancel_job(job.id)  # another connection, committed in between
+        events = repo.driver.rows(conn, queries["list_events"], {"job_id": job.id},
+                                  class_rows(JobEventRow))
+    assert seen.status == "pending"
+    assert [e.event for e in events] == ["created"]
+    view = repo.job_view(job.id)
+    assert view is not None and view.job.status == "cancelled"
+    assert [e.event for e in view.events] == ["created", "cancelled"]
