@@ -146,6 +146,16 @@ class Driver:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction whose every statement sees the database as its first one
+        did (REPEATABLE READ): for reads that must agree, such as a job and its events, which
+        a change committing between them would otherwise set apart."""
+        with database_faults(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
     def statement(self) -> Iterator[Connection]:
         """For exactly one statement on SQLAlchemy's path, which commits by itself."""
         with database_faults(), self._autocommit.connect() as conn:

@@ -114,6 +114,33 @@ class JobEventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSummary:
+    """A job as a line of the operations page's lists (failures, search matches): no input,
+    no result, the error message cut short."""
+
+    id: uuid.UUID
+    owner_service: str
+    owner_ref: str
+    task_type: str
+    model_profile: str
+    status: str
+    attempts: int
+    max_attempts: int
+    error_category: str | None
+    error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job and its audit trail as the operations page shows it, read at one moment."""
+
+    job: JobRow
+    events: list[JobEventRow]
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     jobs: list[JobRow]
     next_cursor: str | None

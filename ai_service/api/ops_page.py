@@ -17,11 +17,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
-from ai_service.api import repository, service, services
+from ai_service.api import job_display, repository, service, services
+from ai_service.api.ops_search import CATEGORIES, parse_failure_filter, parse_search
 from ai_service.auth import ANONYMOUS_ADMIN
-from ai_service.errors import ServiceError
+from ai_service.errors import JobNotFound, ServiceError
 from ai_service.providers.status import check_providers
+from ai_service.rows import JobView
 from ai_service.sessions import OpsSession, OpsSessionRepository
+from ai_service.states import TRANSITIONS, Action
 
 blp = Blueprint("ops_page", __name__)
 
@@ -29,6 +32,8 @@ COOKIE = "ai_service_session"
 # Before sessions, the cookie held the admin token itself: a browser that still has it loses it.
 TOKEN_COOKIE = "ai_service_token"
 REFRESH_SECONDS = 10
+# A search lists at most this many jobs filed under one owner_ref, newest first.
+SEARCH_MATCHES = 50
 # Messages the sign-in form may show, by the code in its URL: a link cannot make the page say
 # anything else.
 SIGN_IN_ERRORS = {
@@ -116,6 +121,9 @@ def _chart(throughput: list[dict[str, int]]) -> dict[str, Any]:
     return {"bars": bars, "top": top}
 
 
+blp.add_app_template_filter(job_display.when, "when")
+
+
 @blp.after_request
 def _page_headers(response: Response) -> Response:
     response.headers.update(PAGE_HEADERS)
@@ -129,7 +137,8 @@ def page() -> Any:
     session = _session()
     if session is None:
         return _sign_in(SIGN_IN_ERRORS.get(request.args.get("error", "")), 200)
-    overview = repository().ops_overview()
+    only, filter_notes = parse_failure_filter(request.args)
+    overview = repository().ops_overview(only=only)
     totals = overview["totals"]
     finished, failed = totals["completed"] + totals["failed"], totals["failed"]
     return render_template(
@@ -138,7 +147,88 @@ def page() -> Any:
         providers=check_providers(services().settings), csrf=session.csrf_token,
         refresh=REFRESH_SECONDS, message=request.args.get("done"),
         auth_disabled=services().settings.auth_disabled,
+        only=only, filter_notes=filter_notes, categories=CATEGORIES,
     )
+
+
+@blp.get("/ops/jobs/<job_ref>")
+def job(job_ref: str) -> Any:
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    view = _job_view(job_ref)
+    if view is None:
+        return _job_missing(job_ref)
+    state = view.job.status
+    return render_template(
+        "job.html", view=view, job=view.job, csrf=session.csrf_token,
+        input=job_display.preview(view.job.input),
+        result=None if view.job.result is None else job_display.preview(view.job.result),
+        waited=job_display.seconds_between(view.job.created_at, view.job.started_at),
+        ran=job_display.seconds_between(view.job.started_at, view.job.finished_at),
+        can_retry=state in TRANSITIONS[Action.RETRY].sources,
+        can_cancel=state in TRANSITIONS[Action.CANCEL].sources,
+        message=request.args.get("done"),
+    )
+
+
+@blp.get("/ops/jobs/<job_ref>/<any(input, result):part>")
+def job_value(job_ref: str, part: str) -> Any:
+    """The whole input or result, where the job page shows only its beginning. As plain
+    text: whatever a caller put in it, a browser shows it and runs nothing."""
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    view = _job_view(job_ref)
+    if view is None:
+        return _job_missing(job_ref)
+    value = view.job.input if part == "input" else view.job.result
+    return Response(job_display.as_json(value), mimetype="text/plain")
+
+
+@blp.get("/ops/search")
+def search() -> Any:
+    """A job id opens that job; otherwise the jobs filed under that owner_ref, in any owner
+    service: the one found opens, several are listed."""
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    wanted = parse_search(request.args.get("q", ""))
+    if isinstance(wanted, str):
+        return _search_page(request.args.get("q", ""), [], wanted, 400)
+    if wanted.job_id is not None and _job_exists(wanted.job_id):
+        return redirect(url_for(".job", job_ref=wanted.job_id), 303)
+    matches = repository().jobs_by_owner_ref(wanted.text, SEARCH_MATCHES)
+    if len(matches) == 1:
+        return redirect(url_for(".job", job_ref=matches[0].id), 303)
+    problem = None if matches else f"no job has the id or owner_ref {wanted.text!r}"
+    return _search_page(wanted.text, matches, problem, 200)
+
+
+def _job_view(job_ref: str) -> JobView | None:
+    try:
+        job_id = uuid.UUID(job_ref)
+    except ValueError:
+        return None
+    return repository().job_view(job_id)
+
+
+def _job_exists(job_id: uuid.UUID) -> bool:
+    try:
+        repository().get_job(job_id)
+    except JobNotFound:
+        return False
+    return True
+
+
+def _job_missing(job_ref: str) -> tuple[str, int]:
+    return render_template("job_missing.html", job_ref=job_ref), 404
+
+
+def _search_page(text: str, matches: list[Any], problem: str | None,
+                 status: int) -> tuple[str, int]:
+    return render_template("search.html", q=text, matches=matches, problem=problem,
+                           limit=SEARCH_MATCHES), status
 
 
 @blp.post("/login")
@@ -183,16 +273,20 @@ def act(job_id: uuid.UUID, action: str) -> Any:
     if not _form_is_genuine(session):
         return _refused()
     change = service().retry_job if action == "retry" else service().cancel_job
+    # Back where the button was: the job's own page, or the overview.
+    to_job = job_id if request.form.get("back") == "job" else None
     try:
-        job = change(job_id)
+        changed = change(job_id)
     except ServiceError as exc:
-        return _back("done", exc.message)
-    return _back("done", f"job {job.id} is now {job.status}")
+        return _back("done", exc.message, to_job)
+    return _back("done", f"job {changed.id} is now {changed.status}", to_job)
 
 
-def _back(key: str | None = None, value: str = "") -> Response:
-    """To the page, by GET (303), so reloading it does not post the form again."""
-    target = url_for(".page", **{key: value}) if key else url_for(".page")
+def _back(key: str | None = None, value: str = "", job_id: uuid.UUID | None = None) -> Response:
+    """To the page (or one job's page), by GET (303), so reloading it does not post the form
+    again."""
+    args = {key: value} if key else {}
+    target = url_for(".job", job_ref=job_id, **args) if job_id else url_for(".page", **args)
     return redirect(target, 303)
 
 

@@ -37,19 +37,43 @@ GROUP BY 1;
 
 -- name: recent_failures
 -- The last failures for good (ix_jobs_failed) and retries waiting out a backoff
--- (ix_jobs_claimable), newest first.
-(SELECT id, owner_service, task_type, model_profile, status, attempts, max_attempts,
-        error_category, left(error_message, 300) AS error_message, updated_at
+-- (ix_jobs_claimable), newest first; `:category` and `:owner_service` narrow them (NULL: any).
+-- Failures are few beside the finished jobs, so the filters read only rows those two indexes
+-- already picked out.
+(SELECT id, owner_service, owner_ref, task_type, model_profile, status, attempts, max_attempts,
+        error_category, left(error_message, 300) AS error_message, created_at, updated_at
  FROM jobs
  WHERE status = 'failed' AND finished_at > now() - interval '1 day'
+   AND (CAST(:category AS text) IS NULL OR error_category = CAST(:category AS text))
+   AND (CAST(:owner_service AS text) IS NULL OR owner_service = CAST(:owner_service AS text))
  ORDER BY finished_at DESC LIMIT :limit)
 UNION ALL
-(SELECT id, owner_service, task_type, model_profile, status, attempts, max_attempts,
-        error_category, left(error_message, 300) AS error_message, updated_at
+(SELECT id, owner_service, owner_ref, task_type, model_profile, status, attempts, max_attempts,
+        error_category, left(error_message, 300) AS error_message, created_at, updated_at
  FROM jobs
  WHERE status = 'pending' AND error_category IS NOT NULL
+   AND (CAST(:category AS text) IS NULL OR error_category = CAST(:category AS text))
+   AND (CAST(:owner_service AS text) IS NULL OR owner_service = CAST(:owner_service AS text))
  ORDER BY updated_at DESC LIMIT :limit)
 ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: failure_owner_services
+-- The owner services the failures list can be narrowed to: those with a failure in it, read
+-- from the same two indexes as recent_failures.
+SELECT owner_service FROM jobs
+WHERE status = 'failed' AND finished_at > now() - interval '1 day'
+UNION
+SELECT owner_service FROM jobs
+WHERE status = 'pending' AND error_category IS NOT NULL
+ORDER BY owner_service;
+
+-- name: jobs_by_owner_ref
+-- The page's search: the jobs a caller filed under `:owner_ref`, in any owner service, newest
+-- first. ix_jobs_owner_ref leads with owner_service, so this reads ix_jobs_by_owner_ref.
+SELECT id, owner_service, owner_ref, task_type, model_profile, status, attempts, max_attempts,
+       error_category, left(error_message, 300) AS error_message, created_at, updated_at
+FROM jobs WHERE owner_ref = :owner_ref
+ORDER BY created_at DESC, id DESC LIMIT :limit;
 
 -- name: workers_seen
 -- The workers that hold a lease or finished a job in the last 10 minutes. A worker holding a

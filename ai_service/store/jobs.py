@@ -27,7 +27,16 @@ from sqlalchemy import Connection, Engine
 from ai_service.driver import Driver, class_rows
 from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, JobStateConflict
 from ai_service.notifications import Notice
-from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
+from ai_service.rows import (
+    JobBrief,
+    JobEventRow,
+    JobPage,
+    JobRow,
+    JobSummary,
+    JobView,
+    Lease,
+    NewJob,
+)
 from ai_service.sql import claim_statement, queries
 from ai_service.states import JobStatus
 from ai_service.store import ops
@@ -314,9 +323,18 @@ class JobRepository:
         job's age (see store/ops.py)."""
         return ops.queue_snapshot(self.driver)
 
-    def ops_overview(self, failures: int = 20) -> dict[str, Any]:
+    def ops_overview(self, failures: int = 20,
+                     only: ops.FailureFilter = ops.ANY_FAILURE) -> dict[str, Any]:
         """Everything the operations page shows, read in one transaction (see store/ops.py)."""
-        return ops.ops_overview(self.driver, failures)
+        return ops.ops_overview(self.driver, failures, only)
+
+    def job_view(self, job_id: uuid.UUID) -> JobView | None:
+        """A job and its events for the operations page, or None (see store/ops.py)."""
+        return ops.job_view(self.driver, job_id)
+
+    def jobs_by_owner_ref(self, owner_ref: str, limit: int = 50) -> list[JobSummary]:
+        """The newest jobs filed under `owner_ref` in any owner service (see store/ops.py)."""
+        return ops.jobs_by_owner_ref(self.driver, owner_ref, limit)
 
     def stats(self) -> dict[str, Any]:
         """All-time counts by status, task type and failure category."""

@@ -4,18 +4,34 @@ is one moment's state."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import Connection
 
-from ai_service.driver import Driver
+from ai_service.driver import Driver, class_rows
+from ai_service.rows import JobEventRow, JobRow, JobSummary, JobView
 from ai_service.sql import queries
 from ai_service.states import FINISHED_STATUSES, JobStatus
 
 # The throughput chart: twelve 5-minute buckets, the last hour.
 BUCKETS = 12
 BUCKET_MINUTES = 5
+
+_SUMMARY = class_rows(JobSummary)
+
+
+@dataclass(frozen=True)
+class FailureFilter:
+    """What the failures list is narrowed to; None: any."""
+
+    category: str | None = None
+    owner_service: str | None = None
+
+
+ANY_FAILURE = FailureFilter()
 
 
 def queue_snapshot(driver: Driver) -> dict[str, Any]:
@@ -25,13 +41,18 @@ def queue_snapshot(driver: Driver) -> dict[str, Any]:
         return _queue_snapshot(driver, conn)
 
 
-def ops_overview(driver: Driver, failures: int = 20) -> dict[str, Any]:
+def ops_overview(driver: Driver, failures: int = 20,
+                 only: FailureFilter = ANY_FAILURE) -> dict[str, Any]:
     """Everything the operations page shows, read in one transaction. `totals` counts the
     unfinished jobs, and the finished ones of the last hour: an all-time count by status reads
-    the whole table (that is `stats`)."""
+    the whole table (that is `stats`). The failures list holds only those `only` lets through;
+    `failure_owner_services` are the owner services it can be narrowed to."""
     with driver.transaction() as conn:
         buckets = {r["bucket"]: r for r in driver.rows(conn, queries["throughput"], {}, dict_row)}
-        recent = driver.rows(conn, queries["recent_failures"], {"limit": failures}, dict_row)
+        recent = driver.rows(conn, queries["recent_failures"], {
+            "limit": failures, "category": only.category, "owner_service": only.owner_service,
+        }, _SUMMARY)
+        owner_services = [s for (s,) in driver.rows(conn, queries["failure_owner_services"], {})]
         workers = driver.rows(conn, queries["workers_seen"], {}, dict_row)
         queue = _queue_snapshot(driver, conn)
     # Oldest bucket first; bucket 0 is the last five minutes.
@@ -46,7 +67,26 @@ def ops_overview(driver: Driver, failures: int = 20) -> dict[str, Any]:
     for status in FINISHED_STATUSES:
         totals[status.value] = sum(b[status.value] for b in buckets.values())
     return {"throughput": throughput, "recent_failures": recent, "workers": workers,
-            "totals": totals, **queue}
+            "totals": totals, "failure_owner_services": owner_services, **queue}
+
+
+def job_view(driver: Driver, job_id: uuid.UUID) -> JobView | None:
+    """The job and its events, read from one snapshot so the trail ends where the job is;
+    None when there is no such job."""
+    with driver.snapshot() as conn:
+        jobs = driver.rows(conn, queries["get_job"], {"id": job_id, "scope": None},
+                           class_rows(JobRow))
+        if not jobs:
+            return None
+        events = driver.rows(conn, queries["list_events"], {"job_id": job_id},
+                             class_rows(JobEventRow))
+    return JobView(jobs[0], events)
+
+
+def jobs_by_owner_ref(driver: Driver, owner_ref: str, limit: int) -> list[JobSummary]:
+    """The newest `limit` jobs filed under `owner_ref`, in any owner service."""
+    return driver.autocommit_rows(queries["jobs_by_owner_ref"],
+                                  {"owner_ref": owner_ref, "limit": limit}, _SUMMARY)
 
 
 def stats(driver: Driver) -> dict[str, Any]:

@@ -4,16 +4,18 @@ retry a failed job, see it go back to pending."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from ai_service.api.ops_page import COOKIE
 from ai_service.composition import make_repository
@@ -45,12 +47,13 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def failed_job(api: Api) -> str:
-    job_id = create(api, "doomed", max_attempts=1)
+def failed_job(api: Api, category: str = "auth", message: str = "HTTP 401: Invalid API key",
+               **fields: str) -> str:
+    job_id = create(api, "doomed", max_attempts=1, **fields)
     [job] = api.post("/jobs/claim", {"worker_id": "by-hand"}).json()["jobs"]
     assert job["id"] == job_id
-    body = {"worker_id": "by-hand", "lease_token": job["lease_token"], "category": "auth",
-            "message": "HTTP 401: Invalid API key"}
+    body = {"worker_id": "by-hand", "lease_token": job["lease_token"], "category": category,
+            "message": message}
     assert api.post(f"/jobs/{job_id}/fail", body).json()["status"] == "failed"
     return job_id
 
@@ -146,3 +149,80 @@ def test_revoking_the_token_ends_its_page_session(
     browser.refresh()
     assert text(browser, "#sign-in") == "Sign in"
     assert not opens_the_page(api.url, browser.get_cookie(COOKIE)["value"])
+
+
+def until_shown(driver: webdriver.Chrome, action: Callable[[webdriver.Chrome], object],
+                css: str) -> None:
+    """Do `action` until the page it leads to has `css`. The overview reloads itself: a reload
+    between finding an element and using it leaves the element stale or gone, and then the
+    action is done again on the reloaded page."""
+    def done(d: webdriver.Chrome) -> bool:
+        if not d.find_elements(By.CSS_SELECTOR, css):
+            action(d)
+        return bool(d.find_elements(By.CSS_SELECTOR, css))
+
+    WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,)).until(done)
+
+
+def texts(driver: webdriver.Chrome, css: str) -> list[str]:
+    return [found.text.strip() for found in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+def test_a_job_id_opens_the_job_with_its_events_and_its_page_retries_it(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    job_id = failed_job(api, owner_ref="beeline/501")
+    sign_in(browser, api.url, api.headers["Authorization"].split()[1])
+
+    until_shown(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, f"#failure-{job_id} a.job-link").click(), "#job-id")
+
+    assert text(browser, "#job-id") == job_id
+    assert text(browser, "#job-status") == "failed"
+    assert text(browser, "#job-owner-ref") == "beeline/501"
+    assert "Invalid API key" in text(browser, "#job-error")
+    assert texts(browser, "#events .event-name") == ["created", "claimed", "failed"]
+    browser.save_screenshot(str(SCREENSHOTS / "ops-job.png"))
+
+    browser.find_element(By.ID, "job-retry").click()
+
+    assert "now pending" in text(browser, "#message")
+    assert text(browser, "#job-id") == job_id  # back on the job's page
+    assert text(browser, "#job-status") == "pending"
+    assert texts(browser, "#events .event-name")[-1] == "retried"
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "pending"
+
+
+def test_the_search_finds_jobs_by_owner_ref_and_the_failures_filter_by_category(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    refused = failed_job(api, "auth", owner_ref="order/7")
+    slow = failed_job(api, "timeout", "no answer in 120 s", owner_ref="order/8")
+    in_telephony = create(api, "first", owner_ref="order/42")
+    in_billing = create(api, "second", owner_ref="order/42", owner_service="billing")
+    sign_in(browser, api.url, api.headers["Authorization"].split()[1])
+
+    def filter_timeouts(d: webdriver.Chrome) -> None:
+        Select(d.find_element(By.ID, "filter-category")).select_by_value("timeout")
+        d.find_element(By.ID, "filter-go").click()
+
+    until_shown(browser, filter_timeouts, "#filter-clear")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#failures tr[id^=failure-]")
+    assert [row.get_attribute("id") for row in rows] == [f"failure-{slow}"]
+    assert not browser.find_elements(By.ID, f"failure-{refused}")
+
+    until_shown(browser, lambda d: d.find_element(By.ID, "search").send_keys(
+        "order/42" + Keys.ENTER), "#matches")
+    listed = browser.find_elements(By.CSS_SELECTOR, "#matches tr[id^=match-]")
+    assert [row.get_attribute("id") for row in listed] == [f"match-{in_billing}",
+                                                          f"match-{in_telephony}"]
+
+    browser.find_element(By.CSS_SELECTOR, f"#match-{in_billing} a.job-link").click()
+    assert text(browser, "#job-id") == in_billing
+    assert text(browser, "#job-owner-service") == "billing"
+
+    # One job under the owner_ref: the search opens it.
+    search = browser.find_element(By.ID, "search")
+    search.clear()
+    search.send_keys("order/7" + Keys.ENTER)
+    WebDriverWait(browser, 60).until(lambda d: text(d, "#job-id") == refused)
