@@ -117,8 +117,6 @@ class Job(Base):
             text("id DESC"),
         ),
         Index("ix_jobs_owner_service", "owner_service", text("created_at DESC"), text("id DESC")),
-        # The operations page's search by owner_ref, in any owner service.
-        Index("ix_jobs_by_owner_ref", "owner_ref", text("created_at DESC"), text("id DESC")),
         Index(
             "uq_jobs_idempotency",
             "owner_service",

@@ -69,10 +69,24 @@ ORDER BY owner_service;
 
 -- name: jobs_by_owner_ref
 -- The page's search: the jobs a caller filed under `:owner_ref`, in any owner service, newest
--- first. ix_jobs_owner_ref leads with owner_service, so this reads ix_jobs_by_owner_ref.
-SELECT id, owner_service, owner_ref, task_type, model_profile, status, attempts, max_attempts,
-       error_category, left(error_message, 300) AS error_message, created_at, updated_at
-FROM jobs WHERE owner_ref = :owner_ref
+-- first. ix_jobs_owner_ref leads with owner_service: the owner services are walked one index
+-- probe each (a skip scan of ix_jobs_owner_service) and each is looked up in ix_jobs_owner_ref,
+-- so the search reads pages by the number of owner services, never by the history's length,
+-- and no index led by owner_ref makes every claim and completion write one entry more.
+WITH RECURSIVE owner_services AS (
+    (SELECT owner_service FROM jobs ORDER BY owner_service LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.owner_service FROM jobs j WHERE j.owner_service > o.owner_service
+            ORDER BY j.owner_service LIMIT 1)
+    FROM owner_services o WHERE o.owner_service IS NOT NULL
+)
+SELECT found.* FROM owner_services o CROSS JOIN LATERAL (
+    SELECT id, owner_service, owner_ref, task_type, model_profile, status, attempts,
+           max_attempts, error_category, left(error_message, 300) AS error_message, created_at,
+           updated_at
+    FROM jobs WHERE jobs.owner_service = o.owner_service AND owner_ref = :owner_ref
+    ORDER BY created_at DESC, id DESC LIMIT :limit
+) found
 ORDER BY created_at DESC, id DESC LIMIT :limit;
 
 -- name: workers_seen

@@ -297,25 +297,31 @@ def test_a_filter_value_no_failure_can_have_is_named_and_ignored(
     assert failure_ids(body) == {str(job.id)}  # shown unfiltered
 
 
-def test_the_owner_ref_search_reads_a_handful_of_pages_however_long_the_history(
+def test_the_owner_ref_search_reads_pages_by_owner_services_not_by_history(
     repo: JobRepository,
 ) -> None:
-    """Counted in buffers, not timed: without an index led by owner_ref, the search reads
-    the whole of ix_jobs_owner_ref."""
-    with repo.engine.begin() as conn:
-        conn.execute(text("""
-            INSERT INTO jobs (owner_service, owner_ref, task_type, model_profile, input, status,
-                              attempts, created_at, finished_at)
-            SELECT 'service-' || (g % 7), 'ref/' || g, 'llm_chat', 'qwen2.5-14b', '{}',
-                   'completed', 1, now() - interval '2 days', now() - interval '2 days'
-            FROM generate_series(1, 30000) AS g"""))
-        conn.execute(text("ANALYZE jobs"))
-        [[plan]] = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-                                     f"{queries['jobs_by_owner_ref']}"),
-                                {"owner_ref": "ref/12345", "limit": 50}).all()
-    top = plan[0]["Plan"]
-    assert top["Actual Rows"] == 1
-    assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] <= 10, json.dumps(plan)
+    """Counted in buffers, not timed: the search walks the owner services (seven here) and
+    looks each up, so ten times the history adds only what a deeper index costs each probe;
+    reading ix_jobs_owner_ref whole (613 pages at 30,000 jobs), or the table, grows with it."""
+    def pages_read(rows: int) -> int:
+        with repo.engine.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO jobs (owner_service, owner_ref, task_type, model_profile, input,
+                                  status, attempts, created_at, finished_at)
+                SELECT 'service-' || (g % 7), 'ref/' || g, 'llm_chat', 'qwen2.5-14b', '{}',
+                       'completed', 1, now() - interval '2 days', now() - interval '2 days'
+                FROM generate_series(1, :rows) AS g"""), {"rows": rows})
+            conn.execute(text("ANALYZE jobs"))
+            [[plan]] = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                                         f"{queries['jobs_by_owner_ref']}"),
+                                    {"owner_ref": "ref/1234", "limit": 50}).all()
+            conn.execute(text("DELETE FROM jobs"))
+        top = plan[0]["Plan"]
+        assert top["Actual Rows"] == 1
+        return top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+
+    short, long = pages_read(3_000), pages_read(30_000)
+    assert long < 2 * short and long <= 120, (short, long)
 
 
 def test_a_job_and_its_events_are_read_from_one_snapshot(repo: JobRepository) -> None:
