@@ -39,8 +39,10 @@ class OwnerRepository:
              if max_running is not None and max_running < 1 else ""),
         ) if why}
         if refused:
-            raise InvalidInput(f"the settings of {owner_service!r} are out of range",
-                               {"fields": refused})
+            raise InvalidInput(
+                f"the settings of {owner_service!r} are out of range: " + "; ".join(
+                    f"{field} {why}" for field, [why] in refused.items()),
+                {"fields": refused})
         [row] = self.driver.autocommit_rows(queries["upsert_owner"], {
             "owner_service": owner_service, "weight": weight, "max_running": max_running,
             "max_priority": max_priority}, _OWNER)
