@@ -24,8 +24,8 @@
 -- - firsts: each owner's best claimable job, found by stepping through ix_jobs_owner_claimable
 --   one owner at a time (a loose index scan: one probe per owner with work, never a read of
 --   the jobs behind an owner's first);
--- - shares/slots/quotas: each owner's weight (owners, default 1) and running jobs, the
---   {limit} best (owner, k) scores, and so how many jobs each owner gets;
+-- - running/shares/cutoff/slots/quotas: each owner's weight (owners, default 1) and running
+--   jobs, the {limit} best (owner, k) scores, and so how many jobs each owner gets;
 -- - fair: each owner's quota of its best jobs, locked with SKIP LOCKED (one probe per owner
 --   that gets any); ranked gives each its score;
 -- - fill: when the fair share comes back short (an owner had fewer jobs than its quota, or a
@@ -72,28 +72,31 @@ WITH RECURSIVE expired AS (
         WHERE status = 'running' AND lease_expires_at > now()
         GROUP BY owner_service) counted
 ), shares AS (
-    SELECT f.owner_service, f.priority, f.created_at, coalesce(o.weight, 1) AS weight,
-           coalesce((r.by_owner ->> f.owner_service)::int, 0) AS running, o.max_running
-    FROM firsts f CROSS JOIN running r
-    LEFT JOIN owners o ON o.owner_service = f.owner_service
-    WHERE o.max_running IS NULL
-), open_shares AS (
-    SELECT * FROM shares WHERE max_running IS NULL OR running < max_running
+    SELECT * FROM (
+        SELECT f.owner_service, f.priority, f.created_at, coalesce(o.weight, 1) AS weight,
+               coalesce((r.by_owner ->> f.owner_service)::int, 0) AS running, o.max_running
+        FROM firsts f CROSS JOIN running r
+        LEFT JOIN owners o ON o.owner_service = f.owner_service
+        WHERE o.max_running IS NULL
+    ) s WHERE max_running IS NULL OR running < max_running
 ), cutoff AS (
     -- with {limit} owners or more, the {limit}-th best first-job score: no job scoring worse
-    -- can be among the {limit} best, so each owner's slots are generated only up to it
+    -- can be among the {limit} best, so only owners at or under it get slots, each only as
+    -- far as it
     SELECT CASE WHEN count(*) >= {limit} THEN max(score) END AS score FROM (
-        SELECT (running + 1)::float8 / weight AS score FROM open_shares
+        SELECT (running + 1)::float8 / weight AS score FROM shares
         ORDER BY 1 LIMIT {limit}) best
 ), slots AS (
-    SELECT s.owner_service FROM open_shares s CROSS JOIN cutoff c
+    SELECT s.owner_service, s.running, s.weight FROM shares s CROSS JOIN cutoff c
     CROSS JOIN generate_series(1, least({limit}, coalesce(s.max_running - s.running, {limit}),
                                         coalesce(floor(c.score * s.weight - s.running + 1e-9)::int,
                                                  {limit}))) AS k
+    WHERE c.score IS NULL OR (s.running + 1)::float8 / s.weight <= c.score + 1e-9
     ORDER BY (s.running + k)::float8 / s.weight, s.priority DESC, s.created_at
     LIMIT {limit}
 ), quotas AS (
-    SELECT owner_service, count(*) AS quota FROM slots GROUP BY owner_service
+    SELECT owner_service, count(*) AS quota, min(running) AS running, min(weight) AS weight
+    FROM slots GROUP BY owner_service
 ), fair AS (
     SELECT q.owner_service, p.* FROM quotas q CROSS JOIN LATERAL (
         SELECT id, model_profile, priority, created_at FROM jobs
@@ -105,10 +108,10 @@ WITH RECURSIVE expired AS (
         FOR UPDATE SKIP LOCKED) p
 ), ranked AS (
     SELECT f.id, f.model_profile, f.priority, f.created_at, 1 AS lane,
-           (s.running + row_number() OVER (
+           (q.running + row_number() OVER (
                PARTITION BY f.owner_service ORDER BY f.priority DESC, f.created_at
-           ))::float8 / s.weight AS share
-    FROM fair f JOIN shares s ON s.owner_service = f.owner_service
+           ))::float8 / q.weight AS share
+    FROM fair f JOIN quotas q ON q.owner_service = f.owner_service
 ), fill AS (
     SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share FROM jobs
     WHERE status = 'pending' AND run_after <= now()
@@ -190,28 +193,31 @@ WITH RECURSIVE caps AS (
         WHERE status = 'running' AND lease_expires_at > now()
         GROUP BY owner_service) counted
 ), shares AS (
-    SELECT f.owner_service, f.priority, f.created_at, coalesce(o.weight, 1) AS weight,
-           coalesce((r.by_owner ->> f.owner_service)::int, 0) AS running, o.max_running
-    FROM firsts f CROSS JOIN running r
-    LEFT JOIN owners o ON o.owner_service = f.owner_service
-    WHERE o.max_running IS NULL OR f.owner_service = ANY(CAST(:capped_owners AS text[]))
-), open_shares AS (
-    SELECT * FROM shares WHERE max_running IS NULL OR running < max_running
+    SELECT * FROM (
+        SELECT f.owner_service, f.priority, f.created_at, coalesce(o.weight, 1) AS weight,
+               coalesce((r.by_owner ->> f.owner_service)::int, 0) AS running, o.max_running
+        FROM firsts f CROSS JOIN running r
+        LEFT JOIN owners o ON o.owner_service = f.owner_service
+        WHERE o.max_running IS NULL OR f.owner_service = ANY(CAST(:capped_owners AS text[]))
+    ) s WHERE max_running IS NULL OR running < max_running
 ), cutoff AS (
     -- with {limit} owners or more, the {limit}-th best first-job score: no job scoring worse
-    -- can be among the {limit} best, so each owner's slots are generated only up to it
+    -- can be among the {limit} best, so only owners at or under it get slots, each only as
+    -- far as it
     SELECT CASE WHEN count(*) >= {limit} THEN max(score) END AS score FROM (
-        SELECT (running + 1)::float8 / weight AS score FROM open_shares
+        SELECT (running + 1)::float8 / weight AS score FROM shares
         ORDER BY 1 LIMIT {limit}) best
 ), slots AS (
-    SELECT s.owner_service FROM open_shares s CROSS JOIN cutoff c
+    SELECT s.owner_service, s.running, s.weight FROM shares s CROSS JOIN cutoff c
     CROSS JOIN generate_series(1, least({limit}, coalesce(s.max_running - s.running, {limit}),
                                         coalesce(floor(c.score * s.weight - s.running + 1e-9)::int,
                                                  {limit}))) AS k
+    WHERE c.score IS NULL OR (s.running + 1)::float8 / s.weight <= c.score + 1e-9
     ORDER BY (s.running + k)::float8 / s.weight, s.priority DESC, s.created_at
     LIMIT {limit}
 ), quotas AS (
-    SELECT owner_service, count(*) AS quota FROM slots GROUP BY owner_service
+    SELECT owner_service, count(*) AS quota, min(running) AS running, min(weight) AS weight
+    FROM slots GROUP BY owner_service
 ), fair AS (
     SELECT q.owner_service, p.* FROM quotas q CROSS JOIN LATERAL (
         SELECT id, model_profile, priority, created_at FROM jobs
@@ -224,10 +230,10 @@ WITH RECURSIVE caps AS (
         FOR UPDATE SKIP LOCKED) p
 ), ranked AS (
     SELECT f.id, f.model_profile, f.priority, f.created_at, 1 AS lane,
-           (s.running + row_number() OVER (
+           (q.running + row_number() OVER (
                PARTITION BY f.owner_service ORDER BY f.priority DESC, f.created_at
-           ))::float8 / s.weight AS share
-    FROM fair f JOIN shares s ON s.owner_service = f.owner_service
+           ))::float8 / q.weight AS share
+    FROM fair f JOIN quotas q ON q.owner_service = f.owner_service
 ), fill AS (
     SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share FROM jobs
     WHERE status = 'pending' AND run_after <= now()
