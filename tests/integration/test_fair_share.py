@@ -7,8 +7,11 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 
+from sqlalchemy import text
+
 from ai_service.rows import JobRow
 from ai_service.service import JobService
+from ai_service.sql import claim_statement
 from ai_service.store.jobs import JobRepository
 from ai_service.store.owners import OwnerRepository
 from tests.integration.helpers import lease_of, new_job
@@ -163,3 +166,20 @@ def test_many_owners_and_concurrent_claimers_never_share_a_job(repo: JobReposito
     assert not errors
     assert [j for j, n in Counter(claimed).items() if n > 1] == []
     assert len(claimed) == total
+
+
+def test_the_fair_claim_walks_the_owners_index_and_never_scans_the_pending_jobs(
+    repo: JobRepository,
+) -> None:
+    """With sequential scans priced out, the claim finds each owner's best job through
+    ix_jobs_owner_claimable (one probe per owner), never by reading every pending job."""
+    repo.create_jobs([new_job(owner_service=f"owner-{i % 5}", owner_ref=f"r/{i}")
+                      for i in range(200)])
+    with repo.engine.begin() as conn:
+        conn.execute(text("ANALYZE jobs"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(
+            text(f"EXPLAIN {claim_statement(16, capped=False)}"),
+            {"worker_id": "w", "lease_seconds": 60, "task_types": None, "profiles": None}))
+    assert "ix_jobs_owner_claimable" in plan, plan
+    assert "Seq Scan on jobs" not in plan, plan
