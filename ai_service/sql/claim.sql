@@ -160,7 +160,8 @@ WITH RECURSIVE caps AS (
     SELECT c.model_profile FROM caps c LEFT JOIN busy b ON b.model_profile = c.model_profile
     WHERE c.cap <= coalesce(b.running, 0)
 ), expired AS (
-    SELECT id, model_profile, priority, created_at, 0 AS lane, 0.0::float8 AS share FROM jobs
+    SELECT id, model_profile, priority, created_at, 0 AS lane, 0.0::float8 AS share,
+           owner_service FROM jobs
     WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
       AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
@@ -229,13 +230,14 @@ WITH RECURSIVE caps AS (
         LIMIT q.quota
         FOR UPDATE SKIP LOCKED) p
 ), ranked AS (
-    SELECT f.id, f.model_profile, f.priority, f.created_at, 1 AS lane,
+    SELECT f.id, f.model_profile, f.priority, f.created_at, 1 AS lane, f.owner_service,
            (q.running + row_number() OVER (
                PARTITION BY f.owner_service ORDER BY f.priority DESC, f.created_at
            ))::float8 / q.weight AS share
     FROM fair f JOIN quotas q ON q.owner_service = f.owner_service
 ), fill AS (
-    SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share FROM jobs
+    SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share,
+           owner_service FROM jobs
     WHERE status = 'pending' AND run_after <= now()
       AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
@@ -246,17 +248,26 @@ WITH RECURSIVE caps AS (
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ), profile_ranked AS (
+    -- each candidate's place among its profile's and among its owner's: reclaimed leases
+    -- count against an owner's cap like the fair share's jobs
     SELECT u.*, row_number() OVER (
         PARTITION BY u.model_profile ORDER BY u.lane, u.share, u.priority DESC, u.created_at
-    ) AS nth
+    ) AS nth, row_number() OVER (
+        PARTITION BY u.owner_service ORDER BY u.lane, u.share, u.priority DESC, u.created_at
+    ) AS owner_nth
     FROM (SELECT * FROM expired UNION ALL
-          SELECT id, model_profile, priority, created_at, lane, share FROM ranked UNION ALL
+          SELECT id, model_profile, priority, created_at, lane, share, owner_service
+          FROM ranked UNION ALL
           SELECT * FROM fill) u
 ), chosen AS (
     SELECT r.id, r.lane FROM profile_ranked r
     LEFT JOIN caps c ON c.model_profile = r.model_profile
     LEFT JOIN busy b ON b.model_profile = r.model_profile
-    WHERE c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0)
+    LEFT JOIN owners o ON o.owner_service = r.owner_service
+    CROSS JOIN running rc
+    WHERE (c.cap IS NULL OR r.nth <= c.cap - coalesce(b.running, 0))
+      AND (o.max_running IS NULL
+           OR r.owner_nth <= o.max_running - coalesce((rc.by_owner ->> r.owner_service)::int, 0))
     ORDER BY r.lane, r.share, r.priority DESC, r.created_at
     LIMIT {limit}
 ), claimed AS (

@@ -14,7 +14,7 @@ from ai_service.service import JobService
 from ai_service.sql import claim_statement
 from ai_service.store.jobs import JobRepository
 from ai_service.store.owners import OwnerRepository
-from tests.integration.helpers import lease_of, new_job
+from tests.integration.helpers import expire_lease, lease_of, new_job
 
 SLOTS = 16  # the worker's default number of slots
 
@@ -120,6 +120,14 @@ def test_a_capped_owner_gets_a_slot_back_when_its_job_finishes(repo: JobReposito
     assert repo.claim_jobs("w", 5, lease_seconds=60) == []
     repo.complete_job(lease_of(first), {"ok": True})
     assert len(repo.claim_jobs("w", 5, lease_seconds=60)) == 1
+
+
+def test_a_reclaimed_lease_counts_against_its_owners_cap(repo: JobRepository) -> None:
+    OwnerRepository(repo).set_owner("telephony", max_running=1)
+    repo.create_jobs([new_job(owner_ref=f"t/{i}") for i in range(2)])
+    [crashed] = repo.claim_jobs("w1", 5, lease_seconds=60)
+    expire_lease(repo, crashed.id)
+    assert [j.id for j in repo.claim_jobs("w2", 5, lease_seconds=60)] == [crashed.id]
 
 
 def test_a_cap_set_in_another_process_holds_before_that_process_reads_it_again(
