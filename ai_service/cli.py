@@ -17,12 +17,14 @@ from ai_service.errors import ServiceError
 from ai_service.models import ROLES
 from ai_service.profiles import fleet_caps, load_profiles, profile_listing, served_profiles
 from ai_service.settings_docs import settings_listing, sources_in
+from ai_service.store.owners import DEFAULT_MAX_PRIORITY, DEFAULT_WEIGHT
 from ai_service.store.tokens import TokenRepository
 
 DESCRIPTION = (
-    "Operator commands of the AI Service: schema migrations, a settings check, API tokens "
-    "and pruning of finished jobs. They read the service's environment; when DATABASE_URL is "
-    "unset they use the local PostgreSQL cluster that 'make run' started in .pgdata."
+    "Operator commands of the AI Service: schema migrations, a settings check, API tokens, "
+    "owner services' share of the workers and pruning of finished jobs. They read the "
+    "service's environment; when DATABASE_URL is unset they use the local PostgreSQL "
+    "cluster that 'make run' started in .pgdata."
 )
 
 
@@ -109,6 +111,55 @@ def _ensure_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_owner(settings: Settings, args: argparse.Namespace) -> int:
+    core = build_core(settings, "ai-service-cli")
+    try:
+        row = core.service.owners.set_owner(
+            args.owner_service, weight=args.weight, max_running=args.max_running,
+            max_priority=args.max_priority)
+    finally:
+        core.close()
+    print(f"owner service {row.owner_service!r}: weight {row.weight}, "
+          f"max running {row.max_running or 'no cap'}, max priority {row.max_priority}")
+    return 0
+
+
+def _list_owners(settings: Settings, _: argparse.Namespace) -> int:
+    core = build_core(settings, "ai-service-cli")
+    try:
+        rows = core.service.owners.list_owners()
+    finally:
+        core.close()
+    print(f"{'OWNER SERVICE':32} {'WEIGHT':>6} {'MAX RUNNING':>11} {'MAX PRIORITY':>12}")
+    for row in rows:
+        print(f"{row.owner_service:32} {row.weight:>6} {row.max_running or '-':>11} "
+              f"{row.max_priority:>12}")
+    print(f"(any other owner service: weight {DEFAULT_WEIGHT}, no cap, "
+          f"max priority {DEFAULT_MAX_PRIORITY})")
+    return 0
+
+
+def _add_owner_commands(commands: argparse._SubParsersAction) -> None:
+    owners = commands.add_parser(
+        "owners", help="owner services' share of the workers: weight, cap, priority ceiling"
+    ).add_subparsers(dest="owners_command", required=True)
+    set_owner = owners.add_parser(
+        "set", help="set an owner service's weight, cap and priority ceiling (an option left "
+                    "out takes its default)")
+    set_owner.add_argument("owner_service")
+    set_owner.add_argument("--weight", type=int, default=DEFAULT_WEIGHT,
+                           help="its share of the claims against the other owner services "
+                                "with work (default %(default)s)")
+    set_owner.add_argument("--max-running", type=int, default=None, metavar="N",
+                           help="most of its jobs running at once, fleet-wide (default: no cap)")
+    set_owner.add_argument("--max-priority", type=int, default=DEFAULT_MAX_PRIORITY,
+                           help="the highest priority its jobs may ask for "
+                                "(default %(default)s)")
+    set_owner.set_defaults(run=_set_owner)
+    owners.add_parser("list", help="list the owner services with settings of their own"
+                      ).set_defaults(run=_list_owners)
+
+
 def _prune(settings: Settings, args: argparse.Namespace) -> int:
     core = build_core(settings, "ai-service-prune")
     try:
@@ -165,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
              "from (secrets hidden)"
     ).set_defaults(run=_check_config)
     _add_token_commands(commands)
+    _add_owner_commands(commands)
     prune = commands.add_parser(
         "prune", help="delete finished jobs older than a duration, in small batches"
     )

@@ -103,6 +103,14 @@ class Job(Base):
             "created_at",
             postgresql_where=text(f"status = '{JobStatus.PENDING}'"),
         ),
+        # The fair claim's walk: each owner's best pending jobs, one owner after another.
+        Index(
+            "ix_jobs_owner_claimable",
+            "owner_service",
+            text("priority DESC"),
+            "created_at",
+            postgresql_where=text(f"status = '{JobStatus.PENDING}'"),
+        ),
         # Expired leases (crashed workers) and the per-model concurrency count.
         Index(
             "ix_jobs_running_lease",
@@ -214,3 +222,21 @@ class OpsLoginFailure(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Owner(Base):
+    """An owner service's share of the fleet (ai_service/store/owners.py has the defaults of
+    an owner without a row)."""
+
+    __tablename__ = "owners"
+
+    owner_service: Mapped[str] = mapped_column(String(OWNER_SERVICE_MAX), primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_priority: Mapped[int] = mapped_column(Integer, server_default=text("100"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("weight > 0", name="weight"),
+        CheckConstraint("max_running IS NULL OR max_running > 0", name="max_running"),
+    )

@@ -157,3 +157,15 @@ class TokenRow:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRow:
+    """An owner service's share of the fleet: its weight against the other owners with work,
+    a cap on its running jobs (None: none) and the highest priority its callers may set."""
+
+    owner_service: str
+    weight: int
+    max_running: int | None
+    max_priority: int
+    updated_at: datetime | None

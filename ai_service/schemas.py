@@ -21,9 +21,12 @@ from marshmallow import (
 from ai_service import models as m
 from ai_service.inputs import input_errors
 from ai_service.states import ErrorCategory
+from ai_service.store.owners import DEFAULT_MAX_PRIORITY, DEFAULT_WEIGHT
 
 MAX_JSON_DEPTH = 32
 MAX_PRIORITY = 1_000_000
+MAX_OWNER_WEIGHT = 1000
+MAX_OWNER_RUNNING = 1_000_000
 MAX_LIST_LIMIT = 200
 MAX_CLAIM_LIMIT = 1000
 MAX_LEASE_SECONDS = 3600
@@ -199,7 +202,9 @@ class JobFieldsSchema(InputSchema):
     input = JsonObject(metadata={"description": INPUT_DOC})
     priority = fields.Integer(
         validate=validate.Range(-MAX_PRIORITY, MAX_PRIORITY),
-        metadata={"description": "Higher is claimed first. Default 0."},
+        metadata={"description": "Higher is claimed first among its owner service's jobs (owner "
+                              "services share the workers by weight). At most the owner "
+                              "service's ceiling (default 100). Default 0."},
     )
     run_after = fields.AwareDateTime(
         validate=_storable_time,
@@ -402,6 +407,35 @@ class FailSchema(LeaseSchema):
         validate=validate.Range(0, 86_400),
         metadata={"description": "Seconds before the next attempt, instead of the backoff."},
     )
+
+
+class OwnerSettingsSchema(InputSchema):
+    """An owner service's share of the fleet; a field left out takes its default."""
+
+    weight = fields.Integer(
+        load_default=DEFAULT_WEIGHT, validate=validate.Range(1, MAX_OWNER_WEIGHT),
+        metadata={"description": "Its share of the claims against the other owner services "
+                                 "with work. Default 1."})
+    max_running = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(1, MAX_OWNER_RUNNING),
+        metadata={"description": "Most of its jobs running at once, fleet-wide; null: no cap."})
+    max_priority = fields.Integer(
+        load_default=DEFAULT_MAX_PRIORITY, validate=validate.Range(-MAX_PRIORITY, MAX_PRIORITY),
+        metadata={"description": "The highest priority its jobs may ask for. Default 100."})
+
+
+class OwnerSchema(Schema):
+    owner_service = fields.String(required=True)
+    weight = fields.Integer(required=True)
+    max_running = fields.Integer(required=True, allow_none=True)
+    max_priority = fields.Integer(required=True)
+    updated_at = fields.DateTime(required=True, allow_none=True)
+
+
+class OwnerListSchema(Schema):
+    owners = fields.List(fields.Nested(OwnerSchema), required=True, metadata={
+        "description": "The owner services with settings of their own; any other has the "
+                       "defaults (weight 1, no cap, ceiling 100)."})
 
 
 class StatusCountSchema(Schema):

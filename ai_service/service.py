@@ -35,10 +35,12 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ai_service import metrics
+from ai_service.errors import InvalidInput
 from ai_service.notifications import StopAttempt, WakeWorkers
 from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
 from ai_service.states import ErrorCategory, JobStatus
 from ai_service.store.jobs import JobRepository, JobTransaction, Stopped
+from ai_service.store.owners import OwnerRepository
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 Created = TypeVar("Created", JobRow, JobBrief)
@@ -54,6 +56,13 @@ def defers(category: str, *, backpressure: bool = False) -> bool:
         return ErrorCategory(category).defers
     except ValueError:
         return False
+
+
+def _first_message(fields: dict[str, Any]) -> str:
+    node: Any = fields
+    while isinstance(node, dict):
+        node = next(iter(node.values()))
+    return str(node[0])
 
 
 class JobQueue(Protocol):
@@ -86,18 +95,21 @@ class JobService:
     """Every operation on jobs. Each method is one transaction of the store (or one batch
     statement), so nothing here holds a lock or a connection between calls."""
 
-    def __init__(self, store: JobRepository) -> None:
+    def __init__(self, store: JobRepository, owners: OwnerRepository | None = None) -> None:
         self.store = store
+        self.owners = owners or OwnerRepository(store)
 
     # ----- callers ----------------------------------------------------------------------------
 
     def create_job(self, job: NewJob) -> tuple[JobRow, bool]:
         """(the job, whether it is new): a reused idempotency key answers the job it made."""
+        self._check_priorities([job], lambda _: ())
         [outcome] = self._create(lambda tx: tx.create_jobs([job]))
         return outcome
 
     def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobBrief, bool]]:
         """A batch, all or nothing, in its order."""
+        self._check_priorities(jobs, lambda n: ("jobs", str(n)))
         return self._create(lambda tx: tx.create_jobs_brief(jobs))
 
     def _create(self, insert: Callable[[JobTransaction], list[tuple[Created, bool]]]
@@ -108,6 +120,28 @@ class JobService:
                 tx.notify(WakeWorkers())
         metrics.record_created(created)
         return created
+
+    def _check_priorities(self, jobs: Sequence[NewJob],
+                          where: Callable[[int], tuple[str, ...]]) -> None:
+        """A priority above its owner's ceiling is refused (InvalidInput naming the field, at
+        `where` the nth job sits in the request): otherwise any caller could overtake every
+        other owner's work by asking for it. Priorities at or below 0 need no read."""
+        asking = [(n, j) for n, j in enumerate(jobs) if j.priority > 0]
+        if not asking:
+            return
+        owners = self.owners.owners(j.owner_service for _, j in asking)
+        fields: dict[str, Any] = {}
+        for n, job in asking:
+            ceiling = owners[job.owner_service].max_priority
+            if job.priority > ceiling:
+                node = fields
+                for key in where(n):
+                    node = node.setdefault(key, {})
+                node["priority"] = [f"{job.priority} is above the ceiling {ceiling} of owner "
+                                    f"service {job.owner_service!r}"]
+        if fields:
+            raise InvalidInput(f"a priority is above its owner service's ceiling: "
+                               f"{_first_message(fields)}", {"fields": fields})
 
     def get_job(self, job_id: uuid.UUID, scope: Scope = None) -> JobRow:
         return self.store.get_job(job_id, scope)

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import (
     claim_latency,
+    fair_claim,
     floor,
     http_api,
     load,
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "queues": queues.run,
     "http": http_api.run,
     "claim_latency": claim_latency.run,
+    "fair_claim": fair_claim.run,
     "worker": worker_throughput.run,
     "profiles": profiles_throughput.run,
     "load": load.run,
@@ -86,6 +88,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
          lambda: results["claim_latency"][1]["metrics_scrape_p50_ms_vs_empty"], "<=", 1.2),
         ("operations page reads p50 with 1M finished jobs vs none",
          lambda: results["claim_latency"][1]["ops_page_p50_ms_vs_empty"], "<=", 1.2),
+        ("fair claim p50 with 100 owners having work vs one",
+         lambda: results["fair_claim"][1]["p50_ms_vs_one_owner"], "<=", 1.3),
         ("one worker vs ideal (200 ms LLM, 16 slots)",
          lambda: results["worker"][0]["of_ideal"], ">=", 0.95),
         ("one worker, instant LLM over HTTP, vs floor claim 16 + complete each in own tx",

@@ -15,6 +15,7 @@ its attempt); zero rows changed is a conflict, never a silent success."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +48,10 @@ Stopped = tuple[JobRow, uuid.UUID | None]  # a cancelled or retried job, the att
 
 # Fields that must match when an idempotency key is reused.
 IDEMPOTENT_FIELDS = ("owner_ref", "task_type", "model_profile", "input")
+
+# How long a claimer trusts the list of capped owners it read: a new cap holds from the next
+# claim (the uncapped claim skips capped owners), only their jobs wait up to this long.
+CAPPED_OWNERS_SECONDS = 5.0
 
 _JOB = class_rows(JobRow)
 _BRIEF = class_rows(JobBrief)
@@ -254,6 +259,7 @@ class JobRepository:
         self.engine = engine
         self.driver = Driver(engine)
         self.policy = policy or RetryPolicy()
+        self._capped_owners: tuple[float, list[str]] = (0.0, [])  # (read again after, owners)
 
     @contextmanager
     def transaction(self) -> Iterator[JobTransaction]:
@@ -353,7 +359,8 @@ class JobRepository:
         model_concurrency: dict[str, int] | None = None,
     ) -> list[JobRow]:
         """Hand up to `limit` claimable jobs to one worker, marking them running with a fresh
-        lease token each, highest priority first. No job is ever handed to two workers."""
+        lease token each, shared fairly among the owner services with work (claim.sql) and
+        highest priority first within each. No job is ever handed to two workers."""
         caps = {
             p: n for p, n in (model_concurrency or {}).items()
             if model_profiles is None or p in model_profiles
@@ -363,12 +370,29 @@ class JobRepository:
             "task_types": list(task_types) if task_types is not None else None,
             "profiles": list(model_profiles) if model_profiles is not None else None,
         }
-        if not caps:
+        capped_owners = self.capped_owners()
+        if not caps and not capped_owners:
             return self.driver.autocommit_rows(claim_statement(limit, capped=False), params, _JOB)
-        with self.driver.transaction() as conn:  # the lock and the capped claim together
+        with self.driver.transaction() as conn:  # the locks and the capped claim together
             self.driver.rows(conn, queries["lock_capped_profiles"], {"profiles": sorted(caps)})
-            return self.driver.rows(conn, claim_statement(limit, capped=True),
-                                    {**params, "caps": _dump(caps)}, _JOB)
+            self.driver.rows(conn, queries["lock_capped_owners"], {"owners": capped_owners})
+            return self.driver.rows(conn, claim_statement(limit, capped=True), {
+                **params, "caps": _dump(caps), "capped_owners": capped_owners}, _JOB)
+
+    def capped_owners(self) -> list[str]:
+        """The owner services with a cap on their running jobs, read again at most every
+        CAPPED_OWNERS_SECONDS: claims of uncapped owners then pay nothing for caps. A cap set
+        meanwhile is never overrun: the uncapped claim leaves a capped owner's jobs alone, so
+        they only wait for the next read."""
+        now = time.monotonic()
+        if now >= self._capped_owners[0]:
+            owners = self.driver.autocommit_rows(queries["capped_owners"], {})
+            self._capped_owners = (now + CAPPED_OWNERS_SECONDS, sorted(o for (o,) in owners))
+        return self._capped_owners[1]
+
+    def forget_capped_owners(self) -> None:
+        """Read the capped owners again at the next claim (an owner's cap changed here)."""
+        self._capped_owners = (0.0, [])
 
     def complete_job(self, lease: Lease, result: Any) -> JobRow:
         """Store one attempt's result; a lease that is not current is a conflict."""

@@ -35,6 +35,8 @@ OPERATIONS = {
     ("post", "/api/v1/jobs/{job_id}/cancel"): "cancelJob",
     ("get", "/api/v1/stats"): "getStats",
     ("get", "/api/v1/providers/status"): "getProvidersStatus",
+    ("get", "/api/v1/owners"): "listOwners",
+    ("put", "/api/v1/owners/{owner_service}"): "setOwner",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
@@ -53,6 +55,8 @@ ERRORS = {
     "cancelJob": EVERY | {"403", "404", "409"},
     "getStats": EVERY | {"403"},
     "getProvidersStatus": EVERY | {"403"},
+    "listOwners": EVERY | {"403"},
+    "setOwner": EVERY | BODY | {"403"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 

@@ -2,7 +2,8 @@
 
 It implements ai_service.service.JobQueue, the part of the job service a worker calls, and keeps
 the rules of the SQL that a worker can observe: a claim hands each due pending job to one worker
-under a fresh lease token, at most `limit` of them, highest priority first then oldest; every
+under a fresh lease token, at most `limit` of them, highest priority first then oldest (one
+owner service's order: the fair share between owners is left to the SQL and its tests); every
 change after that is fenced by (job id, lease token, worker id), so an attempt that is no longer
 current changes nothing; a failed attempt follows its category's rule (ai_service.service.defers).
 What the worker cannot see is left out: events, metrics, NOTIFY, leases running out by

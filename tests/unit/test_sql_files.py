@@ -66,5 +66,6 @@ def test_statements_use_one_parameter_style_and_only_the_claim_has_a_template() 
 @pytest.mark.parametrize("capped", [False, True])
 def test_the_claim_has_its_limit_written_in_and_no_template_left(capped: bool) -> None:
     text = claim_statement(7, capped)
+    template = queries["claim_jobs_capped" if capped else "claim_jobs"]
     assert "{" not in text
-    assert text.count("LIMIT 7") == 3
+    assert text.count("LIMIT 7") == template.count("LIMIT {limit}") >= 3
