@@ -83,8 +83,7 @@ class LLMRunner:
         except ValidationError as exc:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         try:
-            with self.endpoints.pick() as client:
-                answer = client.chat(request, signal)
+            answer = self.endpoints.call(lambda client: client.chat(request, signal))
             return Completed(RESULTS[task_type](answer, request))
         except (ProviderError, Aborted) as exc:
             return outcome_of_error(exc)
