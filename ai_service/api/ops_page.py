@@ -20,7 +20,6 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from ai_service.api import repository, service, services
 from ai_service.auth import ANONYMOUS_ADMIN
 from ai_service.errors import ServiceError
-from ai_service.providers.status import check_providers
 from ai_service.sessions import OpsSession, OpsSessionRepository
 
 blp = Blueprint("ops_page", __name__)
@@ -135,7 +134,8 @@ def page() -> Any:
     return render_template(
         "ops.html", overview=overview, totals=totals, chart=_chart(overview["throughput"]),
         error_rate=(failed / finished) if finished else 0.0, finished_last_hour=finished,
-        providers=check_providers(services().settings), csrf=session.csrf_token,
+        **current_app.extensions["ai_service_endpoints"].with_providers(services().settings),
+        csrf=session.csrf_token,
         refresh=REFRESH_SECONDS, message=request.args.get("done"),
         auth_disabled=services().settings.auth_disabled,
     )
