@@ -118,21 +118,23 @@ def healthy(health: Health) -> bool:
 
 def choose(healths: Sequence[Health], in_flight: Sequence[int], turn: int,
            excluded: frozenset[int] = frozenset()) -> Choice | None:
-    """The endpoint for the next call. Among the healthy ones, the fewest calls in flight
-    (ties taken in turn from `turn`); else one whose cooldown has ended, for a trial; else,
-    never leaving a profile without an endpoint, the one whose cooldown ends first. None only
-    when every endpoint is `excluded`."""
+    """The endpoint for the next call: one whose cooldown has ended, for its trial (else an
+    endpoint out would never come back while another serves); else, among the healthy ones,
+    the fewest calls in flight (ties taken in turn from `turn`); else, never leaving a
+    profile without an endpoint, the one whose cooldown ends first. None only when every
+    endpoint is `excluded`."""
     count = len(healths)
     allowed = [i for i in range(count) if i not in excluded]
     if not allowed:
         return None
-    closed = [i for i in allowed if healths[i].state is BreakerState.CLOSED]
-    if closed:
-        return Choice(min(closed, key=lambda i: (in_flight[i], (i - turn) % count)))
-    ready = [i for i in allowed if healths[i].ready_in <= 0]
+    ready = [i for i in allowed
+             if healths[i].state is not BreakerState.CLOSED and healths[i].ready_in <= 0]
     if ready:
         return Choice(min(ready, key=lambda i: (healths[i].ready_in, (i - turn) % count)),
                       trial=True)
+    closed = [i for i in allowed if healths[i].state is BreakerState.CLOSED]
+    if closed:
+        return Choice(min(closed, key=lambda i: (in_flight[i], (i - turn) % count)))
     return Choice(min(allowed, key=lambda i: (healths[i].ready_in, (i - turn) % count)))
 
 

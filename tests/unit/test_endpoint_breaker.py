@@ -100,6 +100,19 @@ def test_an_endpoint_whose_cooldown_ended_is_chosen_for_a_trial_over_waiting() -
     assert (choice.index, choice.trial) == (1, True)
 
 
+def test_an_endpoint_whose_cooldown_ended_gets_its_trial_while_another_serves() -> None:
+    healths = [Health(), Health(OPEN, 3, -0.5)]
+    choice = choose(healths, [0, 0], turn=0)
+    assert (choice.index, choice.trial) == (1, True)
+    assert choose(healths, [0, 0], turn=0, excluded=frozenset({1})) == choose(
+        [Health()], [0], turn=0)
+
+
+def test_a_trial_abandoned_past_its_deadline_may_be_made_again() -> None:
+    healths = [Health(), Health(HALF_OPEN, 3, -1.0)]
+    assert choose(healths, [0, 0], turn=0).trial
+
+
 def test_with_every_endpoint_out_calls_go_to_the_one_whose_cooldown_ends_first() -> None:
     healths = [Health(OPEN, 3, 12.0), Health(OPEN, 3, 4.0), Health(HALF_OPEN, 3, 90.0)]
     choice = choose(healths, [0, 0, 0], turn=0)
