@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from ai_service.config import redact_url
 from ai_service.errors import DatabaseUnavailable
-from ai_service.providers.breaker import BreakerRules, Health, Outcome, after
+from ai_service.providers.breaker import BreakerRules, BreakerState, Health, Outcome, after
 from ai_service.store.endpoints import EndpointRepository, Key, Report
 
 log = logging.getLogger("worker.endpoints")
@@ -65,6 +65,8 @@ class FleetBreakers:
         if seen is None:
             return Health()
         health, read_at = seen
+        if health.state is BreakerState.CLOSED:  # no cooldown to count down: the hot path
+            return health
         return replace(health, ready_in=health.ready_in - (self.clock() - read_at))
 
     def _see(self, key: Key, health: Health) -> None:
