@@ -150,6 +150,20 @@ def test_a_database_outage_leaves_the_calls_going(
         repo.engine.dispose()
 
 
+def test_an_answer_from_a_healthy_endpoint_writes_nothing(repo: JobRepository) -> None:
+    view = fleet(repo, "worker-a")
+    chat = breakers(view)
+    view.refresh_once()
+    store = EndpointRepository(repo.driver)
+    before = store.read(("chat", URLS[0]))
+    for _ in range(5):
+        chat.record(0, Outcome())
+    assert store.read(("chat", URLS[0])).version == before.version
+    chat.record(0, REFUSED)
+    chat.record(0, Outcome())  # closes the count of failures: written
+    assert store.read(("chat", URLS[0])).version == before.version + 2
+
+
 # --- a worker, two real HTTP servers, one down ----------------------------------------------
 
 KEY = "sk-pair-key-0123456789"
@@ -258,3 +272,4 @@ def test_the_providers_status_shows_each_endpoint_and_a_model_the_server_does_no
     [typo] = profiles["typo"]["endpoints"]
     assert typo["model_listed"] is False
     assert "does not list the model 'qwen2.5-14b-instruct'" in typo["warning"]
+
