@@ -101,8 +101,10 @@ class FleetBreakers:
                 if written is not None:
                     self._see(key, written)
                     if written.state != health.state:
-                        log.warning("endpoint %s of %s is now %s%s", key[1], key[0],
-                                    written.state, f" ({outcome.error})" if outcome.error else "")
+                        level = (logging.INFO if written.state is BreakerState.CLOSED
+                                 else logging.WARNING)
+                        log.log(level, "endpoint %s of %s is now %s%s", key[1], key[0],
+                                written.state, f" ({outcome.error})" if outcome.error else "")
                     return
                 health = self.repository.read(key)  # another worker wrote first: decide again
                 self._see(key, health)
