@@ -161,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                                  for profile in runner.model_profiles])
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
-    fleet.start()
     worker = Worker(core.service, runners, config)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
@@ -174,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     exit_when_a_thread_dies(worker)
+    fleet.start()  # once a thread's death stops the worker: this is one of its threads
     # A dead worker's last attempt fails here even if no process claims again.
     sweeper = Sweeper(core.service, settings.sweep_interval).start()
     try:
