@@ -23,7 +23,9 @@ from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.profile_checks import ProfileCheck
 from ai_service.profiles import fleet_caps, load_profiles
+from ai_service.providers.status import ProfileEndpoints
 from ai_service.sessions import OpsSessionRepository
+from ai_service.store.endpoints import EndpointRepository
 from ai_service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     tokens = TokenCache(core.tokens, libpq_url(settings.database_url))
     app.extensions["ai_service_tokens"] = tokens
     app.extensions["ai_service_sessions"] = OpsSessionRepository(core.store)
+    # The providers status shows each profile's endpoints with the fleet's breakers.
+    app.extensions["ai_service_endpoints"] = ProfileEndpoints(
+        profiles, EndpointRepository(core.store.driver), settings.endpoint_health_refresh)
     register_auth(app, tokens, settings.auth_disabled)
     sweeper = Sweeper(core.service, settings.sweep_interval)
     app.extensions["ai_service_sweeper"] = sweeper

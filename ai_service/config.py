@@ -345,6 +345,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_METRICS_PORT", "worker_metrics_port", INTEGER, "0",
             "the worker's own `/metrics` port (on `HTTP_HOST`)", WORKER,
             bound=Between(0, 65535), default_shown="`0` (off)"),
+    Setting("ENDPOINT_FAILURES_TO_OPEN", "endpoint_failures_to_open", INTEGER, "3",
+            "failures in a row (refused, timed out, 5xx) that take an endpoint out of its "
+            "profile for `ENDPOINT_COOLDOWN` (see Reliability)", WORKER, bound=POSITIVE),
+    Setting("ENDPOINT_COOLDOWN", "endpoint_cooldown", DURATION, "30s",
+            "how long an endpoint that kept failing stays out before one trial call decides "
+            "whether it is back", WORKER, bound=POSITIVE),
+    Setting("ENDPOINT_HEALTH_REFRESH", "endpoint_health_refresh", DURATION, "2s",
+            "how often each worker reads the fleet's endpoint health and reports its calls in "
+            "flight: how soon every worker skips an endpoint one of them found dead", BOTH,
+            bound=POSITIVE),
     Setting("SWEEP_INTERVAL", "sweep_interval", DURATION, "15s",
             "how often each process looks for running jobs whose lease ran out with no "
             "attempts left, and fails them (one process at a time)", BOTH, bound=POSITIVE),
@@ -426,6 +436,9 @@ class Settings:
     worker_lease: float
     worker_shutdown_grace: float
     worker_metrics_port: int
+    endpoint_failures_to_open: int
+    endpoint_cooldown: float
+    endpoint_health_refresh: float
     sweep_interval: float
     model_concurrency: dict[str, int]
     metrics_task_types: frozenset[str]

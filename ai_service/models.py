@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ai_service import states
+from ai_service.providers.breaker import BreakerState, Cooldown
 from ai_service.states import JobStatus
 
 # Plain strings, in the order the OpenAPI JobStatus enum lists them.
@@ -240,3 +242,40 @@ class Owner(Base):
         CheckConstraint("weight > 0", name="weight"),
         CheckConstraint("max_running IS NULL OR max_running > 0", name="max_running"),
     )
+
+
+class ProviderEndpoint(Base):
+    """One endpoint's circuit breaker, shared by every worker (ai_service/providers/breaker.py
+    has the rules): `version` is the compare-and-set of every change."""
+
+    __tablename__ = "provider_endpoints"
+    __table_args__ = (
+        CheckConstraint("state IN ({})".format(", ".join(f"'{s}'" for s in BreakerState)),
+                        name="state"),
+        CheckConstraint("cooldown_reason IN ({})".format(", ".join(f"'{c}'" for c in Cooldown)),
+                        name="cooldown_reason"),
+    )
+
+    profile: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text, primary_key=True)  # without credentials
+    state: Mapped[str] = mapped_column(Text, server_default=BreakerState.CLOSED.value)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    opened_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cooldown_reason: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+
+class ProviderEndpointLoad(Base):
+    """A worker's calls in flight on an endpoint, as it last reported them."""
+
+    __tablename__ = "provider_endpoint_load"
+
+    profile: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    in_flight: Mapped[int] = mapped_column(Integer)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

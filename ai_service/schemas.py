@@ -20,6 +20,7 @@ from marshmallow import (
 
 from ai_service import models as m
 from ai_service.inputs import input_errors
+from ai_service.providers.breaker import BreakerState, Cooldown
 from ai_service.states import ErrorCategory
 from ai_service.store.owners import DEFAULT_MAX_PRIORITY, DEFAULT_WEIGHT
 
@@ -471,10 +472,42 @@ class ProviderStatusSchema(Schema):
     error = fields.String(required=True, allow_none=True)
 
 
+class EndpointStatusSchema(Schema):
+    url = fields.String(required=True, metadata={"description": "Without credentials."})
+    state = fields.String(required=True, validate=validate.OneOf([s.value for s in BreakerState]),
+                          metadata={"description": "The fleet's circuit breaker: closed (in "
+                                    "use), open (out until its cooldown ends), half_open (one "
+                                    "trial call under way)."})
+    failures = fields.Integer(required=True, metadata={"description": "Failures in a row."})
+    cooldown_reason = fields.String(required=True, allow_none=True,
+                                    validate=validate.OneOf([c.value for c in Cooldown]))
+    cooldown_left_seconds = fields.Float(required=True, allow_none=True)
+    last_latency_ms = fields.Float(required=True, allow_none=True,
+                                   metadata={"description": "Of the last call a worker made."})
+    in_flight = fields.Integer(required=True, metadata={
+        "description": "Calls the workers reported in flight, within a few refresh intervals."})
+    last_error = fields.String(required=True, allow_none=True)
+    reachable = fields.Boolean(required=True, metadata={"description": "Probed now."})
+    probe_latency_ms = fields.Float(required=True, allow_none=True)
+    probe_error = fields.String(required=True, allow_none=True)
+    models = fields.List(fields.String(), required=True)
+    model_listed = fields.Boolean(required=True, allow_none=True, metadata={
+        "description": "Whether the server lists the profile's model (null: not known)."})
+    warning = fields.String(required=True, allow_none=True)
+
+
+class ProfileStatusSchema(Schema):
+    name = fields.String(required=True)
+    kind = fields.String(required=True)
+    model = fields.String(required=True)
+    endpoints = fields.List(fields.Nested(EndpointStatusSchema), required=True)
+
+
 # Not "Providers" nor "Error": openapi-python-client names a model's local variable after the
 # model, and one named like its only field does not pass mypy --strict.
 class ProvidersStatusSchema(Schema):
     providers = fields.List(fields.Nested(ProviderStatusSchema), required=True)
+    profiles = fields.List(fields.Nested(ProfileStatusSchema), required=True)
 
 
 class ErrorBodySchema(Schema):

@@ -8,15 +8,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import FrameType
+from typing import Any
 
 from prometheus_client import start_http_server
 
 from ai_service import db, metrics
 from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings
+from ai_service.driver import Driver
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
@@ -28,11 +30,14 @@ from ai_service.profiles import (
     load_profiles,
     served_profiles,
 )
+from ai_service.providers.breaker import BreakerRules
 from ai_service.providers.endpoints import EndpointPicker
+from ai_service.providers.fleet import FleetBreakers, ProfileBreakers
 from ai_service.providers.llm import LLMClient
 from ai_service.providers.transcription_apis import transcription_api
 from ai_service.providers.whisperx import WhisperXClient
 from ai_service.settings_docs import worker_help
+from ai_service.store.endpoints import EndpointRepository
 from ai_service.sweeper import Sweeper
 from worker.loop import Worker, WorkerConfig
 from worker.runners import Runner
@@ -72,19 +77,39 @@ def worker_profiles(settings: Settings,
     return served_profiles(profiles, settings.worker_profiles)
 
 
-def build_runners(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Runner]:
-    """A runner per served profile, each with a client per endpoint of the profile."""
+def build_runners(settings: Settings, environ: Mapping[str, str] | None = None,
+                  fleet: FleetBreakers | None = None) -> list[Runner]:
+    """A runner per served profile, each with a client per endpoint of the profile, behind
+    the fleet's circuit breakers when given."""
     runners: list[Runner] = []
     for profile in worker_profiles(settings, environ).values():
+        breakers = _breakers(fleet, profile)
         if profile.kind == CHAT:
             runners.append(LLMRunner(profile.name, EndpointPicker([
                 LLMClient(endpoint.url, endpoint.api_key, profile.model, profile.timeout)
-                for endpoint in profile.endpoints]), profile.context_tokens))
+                for endpoint in profile.endpoints], breakers), profile.context_tokens))
         else:
             runners.append(WhisperXRunner(profile.name, EndpointPicker([
                 _transcription_client(settings, profile, endpoint)
-                for endpoint in profile.endpoints])))
+                for endpoint in profile.endpoints], breakers)))
     return runners
+
+
+def fleet_breakers(settings: Settings, driver: Driver) -> FleetBreakers:
+    """The fleet's circuit breakers as this worker sees them (start() it to keep them read)."""
+    rules = BreakerRules(failures_to_open=settings.endpoint_failures_to_open,
+                         cooldown=settings.endpoint_cooldown)
+    return FleetBreakers(EndpointRepository(driver), settings.worker_id, rules,
+                         settings.endpoint_health_refresh)
+
+
+def _breakers(fleet: FleetBreakers | None, profile: Profile
+              ) -> Callable[[EndpointPicker[Any]], ProfileBreakers] | None:
+    if fleet is None:
+        return None
+    urls = [endpoint.url for endpoint in profile.endpoints]
+    # A trial call may take as long as any call of the profile before another is allowed.
+    return lambda picker: fleet.profile(profile.name, urls, profile.timeout, picker.load)
 
 
 def _transcription_client(settings: Settings, profile: Profile,
@@ -116,7 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        runners, config = build_runners(settings), worker_config(settings)
+        config = worker_config(settings)
+        # Job slots store no outcome themselves (they go through the result writer): the
+        # claim, the writer, the heartbeat, the give-back at shutdown and the endpoint health
+        # reads need five connections; a slot writes an endpoint's breaker only when a call
+        # changes it, on the pool's overflow. No pre-ping: every database call of the worker
+        # already retries through an outage, or is skipped, so a round trip per call is spared.
+        # Building the core connects to nothing yet.
+        pool = max(settings.db_pool_size, 5)
+        core = build_core(replace(settings, db_pool_size=pool), "ai-service-worker",
+                          pre_ping=False)
+        fleet = fleet_breakers(settings, core.store.driver)
+        runners = build_runners(settings, fleet=fleet)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -125,12 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                                  for profile in runner.model_profiles])
     if settings.migrate_on_start:
         db.migrate(settings.database_url)
-    # Job slots never touch the database (outcomes go through the result writer): the claim,
-    # the writer, the heartbeat and the give-back at shutdown need four connections at most.
-    # No pre-ping: every database call of the worker already retries through an outage, so a
-    # round trip per call is spared.
-    pool = max(settings.db_pool_size, 4)
-    core = build_core(replace(settings, db_pool_size=pool), "ai-service-worker", pre_ping=False)
     worker = Worker(core.service, runners, config)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.http_host)
@@ -143,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     exit_when_a_thread_dies(worker)
+    fleet.start()  # once a thread's death stops the worker: this is one of its threads
     # A dead worker's last attempt fails here even if no process claims again.
     sweeper = Sweeper(core.service, settings.sweep_interval).start()
     try:
@@ -152,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         sweeper.stop()
+        fleet.stop()
     core.close()
     return EXIT_FAILED if worker.failure else 0
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
 from ai_service.api import repository, services
 from ai_service.api.auth import allow
 from ai_service.api.openapi import DocumentedBlueprint
 from ai_service.auth import ROLE_ADMIN
-from ai_service.providers.status import check_providers
 from ai_service.schemas import ProvidersStatusSchema, StatsSchema
 
 blp = DocumentedBlueprint("ops", __name__, url_prefix="/api/v1", description="Operations")
@@ -35,5 +35,8 @@ class ProvidersStatus(MethodView):
     @blp.errors(403)
     @blp.doc(operationId="getProvidersStatus")
     def get(self) -> Any:
-        """Whether each configured AI provider answers, within 2 seconds. No secrets."""
-        return {"providers": check_providers(services().settings)}
+        """Whether each configured AI provider answers, within 2 seconds; and each model
+        profile's endpoints: the fleet's circuit breaker, calls in flight, last error, the
+        models each serves and whether the profile's model is among them. No secrets."""
+        endpoints = current_app.extensions["ai_service_endpoints"]
+        return endpoints.with_providers(services().settings)

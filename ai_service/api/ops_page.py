@@ -21,7 +21,6 @@ from ai_service.api import job_display, repository, service, services
 from ai_service.api.ops_search import CATEGORIES, parse_failure_filter, parse_search
 from ai_service.auth import ANONYMOUS_ADMIN
 from ai_service.errors import JobNotFound, ServiceError
-from ai_service.providers.status import check_providers
 from ai_service.rows import JobView
 from ai_service.sessions import OpsSession, OpsSessionRepository
 from ai_service.states import TRANSITIONS, Action
@@ -144,7 +143,8 @@ def page() -> Any:
     return render_template(
         "ops.html", overview=overview, totals=totals, chart=_chart(overview["throughput"]),
         error_rate=(failed / finished) if finished else 0.0, finished_last_hour=finished,
-        providers=check_providers(services().settings), csrf=session.csrf_token,
+        **current_app.extensions["ai_service_endpoints"].with_providers(services().settings),
+        csrf=session.csrf_token,
         refresh=REFRESH_SECONDS, message=request.args.get("done"),
         auth_disabled=services().settings.auth_disabled,
         only=only, filter_notes=filter_notes, categories=CATEGORIES,

@@ -41,7 +41,8 @@ def worker_with_a_bug(method: str) -> list[str]:
     ("worker.loop.Worker.renew_leases", "thread heartbeat died"),
     ("worker.notify.NotifyListener._listen", "thread listen died"),
     ("worker.loop.Worker._claim", "the claim loop failed"),
-], ids=["results", "heartbeat", "listen", "claim-loop"])
+    ("ai_service.providers.fleet.FleetBreakers.refresh_once", "thread endpoint-health died"),
+], ids=["results", "heartbeat", "listen", "claim-loop", "endpoint-health"])
 def test_a_worker_whose_thread_dies_of_a_bug_exits_non_zero_and_loses_no_job(
     method: str, said: str, database_url: str, base_env: dict[str, str],
     spawn: Callable[..., Proc],

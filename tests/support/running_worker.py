@@ -16,7 +16,7 @@ from ai_service.rows import JobRow, NewJob
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
 from worker.loop import Worker
-from worker.main import build_runners, worker_config
+from worker.main import build_runners, fleet_breakers, worker_config
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -29,7 +29,9 @@ class RunningWorker:
         if not listen:  # as behind PgBouncer in transaction mode: polling and heartbeats only
             config = replace(config, listen_conninfo=None)
         self.jobs = JobService(self.repo)  # what the web and the worker call: it notifies
-        self.worker = Worker(self.jobs, build_runners(settings), config)
+        # The fleet's endpoint breakers, read and reported as `python -m worker` does.
+        self.fleet = fleet_breakers(settings, self.repo.driver).start()
+        self.worker = Worker(self.jobs, build_runners(settings, fleet=self.fleet), config)
         self.thread = threading.Thread(target=self.worker.run, name="worker-under-test")
         self.thread.start()
 
@@ -59,6 +61,7 @@ class RunningWorker:
             self.worker.request_stop()
             self.thread.join(timeout=60)
             assert not self.thread.is_alive()
+        self.fleet.stop()
         self.repo.engine.dispose()
 
 

@@ -93,8 +93,7 @@ class LLMRunner:
         if too_long:
             return Failed(ErrorCategory.CONTEXT_LENGTH_EXCEEDED, too_long)
         try:
-            with self.endpoints.pick() as client:
-                answer = client.chat(request, signal)
+            answer = self.endpoints.call(lambda client: client.chat(request, signal))
             return Completed(RESULTS[task_type](answer, request))
         except (ProviderError, Aborted) as exc:
             return outcome_of_error(exc)

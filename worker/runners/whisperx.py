@@ -30,7 +30,7 @@ class WhisperXRunner:
             return Failed(ErrorCategory.INVALID_INPUT, as_text(exc.normalized_messages(), "input"))
         audio_url = options.pop("audio_url")
         try:
-            with self.endpoints.pick() as client:
-                return Completed(client.transcribe(audio_url, options, signal))
+            return Completed(self.endpoints.call(
+                lambda client: client.transcribe(audio_url, options, signal)))
         except (ProviderError, Aborted) as exc:
             return outcome_of_error(exc)

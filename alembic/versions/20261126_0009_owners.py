@@ -8,8 +8,8 @@ The fair claim (ai_service/sql/claim.sql) reads each owner's best claimable jobs
 over pending jobs by owner, then priority and age, serves that as one short probe per owner
 and lets it step from one owner to the next without reading another owner's jobs.
 
-Revision ID: issue14_fairshare_owners
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-26
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "issue14_fairshare_owners"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
