@@ -7,6 +7,10 @@ the same claim size, "claim 16 with SKIP LOCKED + complete each in its own trans
 plain psycopg (bench/floor.py), measured in interleaved rounds with it so a drift of the
 machine's speed lands on both.
 
+The same rounds measure the HTTP calls alone (http_calls_rate): the worker's own LLM client in
+as many threads, against the same test LLM, with no queue at all, a ceiling no worker of this
+design can pass on this machine, whatever its queue costs.
+
 Workers are started on an empty queue and the jobs inserted in one batch; each rate is read
 from the jobs' own records, from the first job started to the last one finished, so neither
 start-up nor the insert is measured. The instant case is read against a floor measured on a
@@ -22,6 +26,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -31,6 +36,7 @@ from sqlalchemy import text
 from ai_service.composition import make_repository
 from ai_service.config import load_settings
 from ai_service.notifications import WakeWorkers
+from ai_service.providers.llm import LLMClient
 from ai_service.rows import NewJob
 from ai_service.service import JobService
 from bench import floor
@@ -145,25 +151,61 @@ def wait_all_completed(repo: Any, jobs: int, timeout: float = 300) -> None:
 
 
 def instant_vs_floor(cluster: Any) -> dict[str, Any]:
-    """One worker against an LLM answering at once, and the floor of the same claim size, in
-    interleaved rounds; medians."""
+    """One worker against an LLM answering at once, the floor of the same claim size, and the
+    HTTP calls alone (http_calls_rate), in interleaved rounds; medians."""
     floor_url = fresh_database(cluster, "bench_worker_floor")
     runs: list[dict[str, Any]] = []
     floor_rates: list[float] = []
+    http: list[dict[str, float]] = []
     with psycopg.connect(floor_url, autocommit=True) as conn:
         for _ in range(ROUNDS):
             floor_rates.append(floor.claim_rate(conn, CLAIM_LIMIT, one_statement=False))
+            http.append(http_calls_rate())
             runs.append(run_once(cluster, 1, INSTANT_JOBS, 0, analysed=True))
     worker_rates = [run["jobs_per_s"] for run in runs]
     worker_rate = statistics.median(worker_rates)
     floor_rate = statistics.median(floor_rates)
+    http_rate = statistics.median(h["calls_per_s"] for h in http)
     cpu = {key: round(statistics.median(run[key] for run in runs))
            for key in runs[0] if key.endswith("_cpu_us_per_job")}
     return {"workers": 1, "latency_ms": 0, "jobs": INSTANT_JOBS,
             "jobs_per_s": round(worker_rate, 1), **cpu,
             "floor_claim_16_each_own_tx_jobs_per_s": round(floor_rate),
             "vs_floor": round(worker_rate / floor_rate, 3),
-            "runs": [round(r) for r in worker_rates], "floor_runs": [round(r) for r in floor_rates]}
+            "http_calls_alone_per_s": round(http_rate),
+            "http_client_cpu_us_per_call": round(statistics.median(
+                h["client_cpu_us"] for h in http)),
+            "vs_http_calls_alone": round(worker_rate / http_rate, 3),
+            "runs": [round(r) for r in worker_rates], "floor_runs": [round(r) for r in floor_rates],
+            "http_runs": [round(h["calls_per_s"]) for h in http]}
+
+
+def http_calls_rate(calls: int = INSTANT_JOBS) -> dict[str, float]:
+    """What the worker's HTTP calls cost with nothing else to do: CLAIM_LIMIT threads of this
+    process call the test LLM answering at once through the worker's own client (requests,
+    one session per thread), no database. The worker's instant case cannot beat this rate,
+    whatever the queue costs; the client's CPU per call is what each job spends on HTTP."""
+    body = {"messages": [{"role": "user", "content": "job"}]}
+    left = iter(range(calls))
+    lock = threading.Lock()
+
+    def slot(client: LLMClient) -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            client.chat(body)
+
+    with fake_llm_server(0) as (llm_url, _):
+        client = LLMClient(llm_url, None, "qwen2.5-14b", 60)
+        slots = [threading.Thread(target=slot, args=(client,)) for _ in range(CLAIM_LIMIT)]
+        started, cpu = time.perf_counter(), time.process_time()
+        for thread in slots:
+            thread.start()
+        for thread in slots:
+            thread.join()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"calls_per_s": calls / elapsed, "client_cpu_us": cpu / calls * 1e6}
 
 
 def run(cluster: Any) -> list[dict[str, Any]]:
