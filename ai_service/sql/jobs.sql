@@ -83,7 +83,8 @@ LIMIT :limit;
 
 -- name: complete_jobs
 -- Completes many jobs of one worker in one statement: results that finish together are
--- written together, and each is still guarded by its own lease token.
+-- written together, and each is still guarded by its own lease token. The statement also
+-- tells FINISHED_CHANNEL which jobs it finished (PostgreSQL delivers that on its commit).
 WITH changed AS (
     UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
         updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
@@ -95,8 +96,16 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), told AS (
+    -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
+    -- this statement's commit rather than after one more round trip; see notify_finished.
+    SELECT pg_notify(:finished_channel, string_agg(CAST(id AS text), ','))
+    FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+          FROM changed) AS done_ids
+    GROUP BY part
 )
-SELECT * FROM changed;
+-- A CTE that only SELECTs runs only when read: counting what it sent makes it run.
+SELECT changed.* FROM changed, (SELECT count(*) FROM told) AS sent;
 
 -- name: complete_jobs_brief
 -- complete_jobs answering a JobBrief: the worker's batches need what its metrics, its log
@@ -114,10 +123,17 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), told AS (
+    -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
+    -- this statement's commit rather than after one more round trip; see notify_finished.
+    SELECT pg_notify(:finished_channel, string_agg(CAST(id AS text), ','))
+    FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+          FROM changed) AS done_ids
+    GROUP BY part
 )
 SELECT id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id, lease_token,
        attempts
-FROM changed;
+FROM changed, (SELECT count(*) FROM told) AS sent;
 
 -- name: fail_job
 -- A failed attempt. A retryable failure with attempts left goes back to pending after a
@@ -290,3 +306,12 @@ SELECT count(*) FROM deleted;
 -- Sent when the transaction commits: once per statement, never per row, since every
 -- NOTIFYing commit takes a cluster-wide lock.
 SELECT pg_notify(:channel, :payload);
+
+-- name: notify_finished
+-- Tells the web processes' long polls that these jobs reached a final state, when the
+-- transaction commits: one statement whatever the count, several payloads when the ids
+-- would not fit in one (a payload holds at most 7999 bytes).
+SELECT pg_notify(:channel, string_agg(CAST(id AS text), ','))
+FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+      FROM unnest(CAST(:ids AS uuid[])) AS id) AS finished
+GROUP BY part;
