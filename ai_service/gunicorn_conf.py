@@ -70,6 +70,7 @@ def _answer_waiters_on_stop(waiters: object) -> None:
             stop(signum, frame)
 
     signal.signal(signal.SIGTERM, answer_then_stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it for its own handler
 
 
 def worker_exit(server: object, worker: object) -> None:
