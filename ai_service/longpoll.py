@@ -164,7 +164,11 @@ class FinishedListener(threading.Thread):
                                 "job every %gs until it is back", type(exc).__name__,
                                 UNHEARD_RECHECK)
             finally:
-                self.delivering = False
+                if self.delivering:
+                    self.delivering = False
+                    # The waiters wait for a notification that may now never come: each
+                    # reads its job, then waits no longer than UNHEARD_RECHECK at a time.
+                    self.waiters.wake_all()
             self.stopping.wait(backoff.next())
 
     def _listen(self) -> None:

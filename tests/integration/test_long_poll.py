@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from ai_service.config import Settings
+from ai_service.localpg import LocalCluster
 from ai_service.longpoll import Waiters
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
@@ -269,3 +270,25 @@ def test_a_waiter_hears_a_job_finish_after_the_listener_lost_its_connection(
         until(listening_again, "listened again")
     assert client.post(f"{API}/{job['id']}/cancel").status_code == 200
     assert answer.answer().json["status"] == "cancelled"
+
+
+def test_a_wait_through_a_database_outage_ends_with_the_usual_503_and_waits_again_after(
+    own_cluster: LocalCluster, own_cluster_url: str, make_app: Callable[[Settings], Flask],
+    waiting: ThreadPoolExecutor,
+) -> None:
+    app = make_app(make_settings(own_cluster_url))
+    client = client_with(app, issue_token(own_cluster_url, "admin"))
+    job = created(client)
+    answer = wait_on(waiting, client, app, job["id"])
+    own_cluster.stop(mode="fast")
+    try:
+        response = answer.answer()
+    finally:
+        own_cluster.start()
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"
+    # The listener is back by itself: a new wait hears the job's end.
+    again = wait_on(waiting, client, app, job["id"])
+    assert client.post(f"{API}/{job['id']}/cancel").status_code == 200
+    assert again.answer().json["status"] == "cancelled"
