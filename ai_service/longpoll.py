@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.errors import LongPollBusy
 from ai_service.listen import listening
@@ -103,6 +104,7 @@ class Waiters:
         event = threading.Event()
         with self._lock:
             if self._count >= self.capacity:
+                metrics.LONG_POLLS_REFUSED.inc()
                 raise LongPollBusy(self.capacity)
             self._count += 1
             self._events.setdefault(job_id, set()).add(event)

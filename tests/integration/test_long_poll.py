@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from werkzeug.test import TestResponse
 
 from ai_service.config import Settings
@@ -195,11 +196,13 @@ def test_a_wait_beyond_the_limit_is_refused_with_503_and_retry_after(
     job = created(client)
     answer = wait_on(waiting, client, app, job["id"])
 
+    refused_before = REGISTRY.get_sample_value("ai_long_polls_refused_total") or 0.0
     refused = client.get(f"{API}/{job['id']}?wait=5", headers={"X-Request-ID": "busy-1"})
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "5"
     assert refused.json["error"]["code"] == "long_poll_busy"
     assert refused.json["error"]["details"] == {"waiting_limit": 1, "request_id": "busy-1"}
+    assert REGISTRY.get_sample_value("ai_long_polls_refused_total") == refused_before + 1
     # Without a wait, the job is answered as always.
     assert client.get(f"{API}/{job['id']}").json["status"] == "pending"
 
