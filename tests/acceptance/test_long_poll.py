@@ -25,7 +25,9 @@ pytestmark = pytest.mark.acceptance
 
 WAIT = 60
 LISTENER = "ai-service-web-long-poll"
-GRACEFUL_TIMEOUT = 30  # gunicorn's graceful_timeout, as ai_service/gunicorn_conf.py sets it
+# As ai_service/gunicorn_conf.py sets them.
+GRACEFUL_TIMEOUT = 30
+WORKER_TIMEOUT = 30
 
 
 def long_poll(pool: ThreadPoolExecutor, api: Api, job_id: str) -> Future[requests.Response]:
@@ -97,3 +99,17 @@ def test_a_long_poll_is_answered_as_it_is_when_its_web_process_is_told_to_stop(
     assert response.json()["status"] == "pending"
     assert answered < GRACEFUL_TIMEOUT, "the wait was answered only when gunicorn gave up"
     assert web.wait(timeout=60) == 0, web.log()
+
+
+def test_a_wait_longer_than_gunicorns_worker_timeout_runs_out_and_answers(
+    web: str, admin_headers: dict[str, str],
+) -> None:
+    # gunicorn kills a worker process silent for its `timeout`: a thread waiting on a job must
+    # not make the process look silent (gthread's loop goes on while its threads wait).
+    api = Api(web, admin_headers)
+    job_id = create(api, "nobody runs this either")
+    seconds = WORKER_TIMEOUT + 5
+    response = requests.get(f"{web}/api/v1/jobs/{job_id}?wait={seconds}",
+                            headers=admin_headers, timeout=seconds * 3)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "pending"
