@@ -2,7 +2,9 @@
 after N seconds with the state it is in.
 
 One listener thread per web process LISTENs on FINISHED_CHANNEL, where every change to a final
-state is told when it commits (ai_service/notifications.py), and wakes the requests waiting on
+state of a job some request waits on is told when it commits (ai_service/notifications.py;
+a waiting request marks its job in the database, `JobService.wait_on_job`, since a NOTIFY on
+every change would cost every commit a cluster-wide lock), and wakes the requests waiting on
 the jobs each notification names; a woken request reads its job again. So a wait costs no
 query while it waits: it holds a thread of its process, not a database connection. At most
 `capacity` requests of a process wait at once (LONG_POLL_WAITERS): one more is refused with
@@ -55,25 +57,28 @@ class Waiters:
         self._listener_pid = 0
         self._closed = threading.Event()
 
-    def wait_for(self, job_id: uuid.UUID, seconds: float,
-                 read: Callable[[], JobRow]) -> JobRow:
+    def wait_for(self, job_id: uuid.UUID, seconds: float, read: Callable[[], JobRow],
+                 mark: Callable[[float], JobRow]) -> JobRow:
         """The job as `read` answers it once it is final, or when `seconds` have passed. A job
-        already final (or a wait of 0) answers at once and takes no place among the waiters;
-        read's errors (not found, the database away) end the wait with them."""
+        already final (or a wait of 0) answers at once and takes no place among the waiters.
+        `mark` tells the database the job is waited on for so long (only then does finishing
+        it notify) and answers it. Their errors (not found, the database away) end the wait
+        with them."""
         deadline = time.monotonic() + seconds
         job = read()
         if job.status in FINISHED_STATUSES or seconds <= 0:
             return job
         with self._waiting(job_id) as woken:
+            # Marked and read after registering here: a job that finished in between is seen
+            # now, and one that finishes after notifies, and wakes us.
+            job = mark(seconds)
             while True:
-                # Read after registering: a job that finished in between is seen here, and
-                # one that finishes after wakes us.
-                job = read()
                 remaining = deadline - time.monotonic()
                 if job.status in FINISHED_STATUSES or remaining <= 0 or self._closed.is_set():
                     return job
                 woken.wait(remaining if self.listening() else min(remaining, UNHEARD_RECHECK))
                 woken.clear()
+                job = read()
 
     def waiting_now(self) -> int:
         with self._lock:

@@ -116,6 +116,11 @@ class JobService:
     def list_jobs(self, *, scope: Scope = None, **filters: Any) -> JobPage:
         return self.store.list_jobs(scope=scope, **filters)
 
+    def wait_on_job(self, job_id: uuid.UUID, seconds: float, scope: Scope = None) -> JobRow:
+        """The job, marked waited on for `seconds` while it is unfinished: the change that
+        finishes it within them tells the long polls (`_finished`)."""
+        return self.store.wait_on_job(job_id, seconds, scope)
+
     def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[JobEventRow]:
         return self.store.list_events(job_id, scope)
 
@@ -249,9 +254,11 @@ class JobService:
         committed as a single autocommit statement (completion).
 
         The requests waiting on a job (GET /jobs/{id}?wait=, ai_service/longpoll.py) are told
-        here, on `tx`, so they hear of the final state when it commits. Completion's statement
-        tells them itself (complete_jobs in ai_service/sql/jobs.sql): a NOTIFY inside it costs
-        no round trip, and without a transaction there is none to send one on."""
+        here, on `tx`, so they hear of the final state when it commits; only of the jobs some
+        request waits on (`wait_on_job`), since every NOTIFYing commit takes a cluster-wide
+        lock. Completion's statement tells them itself (complete_jobs in
+        ai_service/sql/jobs.sql): a NOTIFY inside it costs no round trip, and without a
+        transaction there is none to send one on."""
         jobs = list(jobs)
         if tx is not None:
             tx.notify_finished([job.id for job in jobs])

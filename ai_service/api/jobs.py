@@ -154,7 +154,9 @@ class JobItem(MethodView):
         is final, or after `wait` seconds as it is then (503 with Retry-After while this server
         already holds its limit of waiting requests)."""
         scope = principal().scope
-        return waiters().wait_for(job_id, wait, lambda: service().get_job(job_id, scope))
+        return waiters().wait_for(
+            job_id, wait, read=lambda: service().get_job(job_id, scope),
+            mark=lambda seconds: service().wait_on_job(job_id, seconds, scope))
 
 
 @blp.route("/<uuid:job_id>/events")

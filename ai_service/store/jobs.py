@@ -115,7 +115,8 @@ class JobTransaction:
 
     def notify_finished(self, job_ids: Sequence[uuid.UUID]) -> None:
         """Tell the long polls (ai_service/longpoll.py) these jobs reached a final state, when
-        this transaction commits: one statement, whatever their number."""
+        this transaction commits: one statement, whatever their number, naming only those
+        someone waits on (wait_on_job)."""
         if job_ids:
             self._driver.rows(self._conn, queries["notify_finished"], {
                 "channel": FINISHED_CHANNEL, "ids": list(job_ids),
@@ -286,6 +287,14 @@ class JobRepository:
             raise JobNotFound(job_id)
         return rows[0]
 
+    def wait_on_job(self, job_id: uuid.UUID, seconds: float, scope: Scope = None) -> JobRow:
+        """Mark an unfinished job waited on for `seconds`, so the change that finishes it tells
+        the long polls, and answer it; a finished job is answered unmarked. JobNotFound as
+        get_job."""
+        rows = self.driver.autocommit_rows(queries["wait_on_job"], {
+            "id": job_id, "seconds": seconds, "scope": _scope(scope)}, _JOB)
+        return rows[0] if rows else self.get_job(job_id, scope)
+
     def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[JobEventRow]:
         """The job's transitions, oldest first."""
         self.get_job(job_id, scope)
@@ -373,7 +382,8 @@ class JobRepository:
     ) -> dict[uuid.UUID, JobBrief]:
         """Store many results of one worker in one statement. Returns the jobs completed; a job
         missing from the answer, or answered with another lease token, was no longer held by
-        that lease. The statement itself tells the long polls which jobs it finished."""
+        that lease. The statement itself tells the long polls which of the jobs it finished
+        someone waits on."""
         return self._complete(worker_id, results, queries["complete_jobs_brief"], _BRIEF)
 
     def _complete(self, worker_id: str, results: Sequence[tuple[Lease, Any]], sql: str,

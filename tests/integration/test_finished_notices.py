@@ -1,6 +1,8 @@
-"""Every way a job reaches a final state tells FINISHED_CHANNEL which job, when the change
-commits: completion in its own statement, the others in the transaction of their change. The
-long polls of the web processes (ai_service/longpoll.py) are woken by nothing else.
+"""Every way a job some request waits on reaches a final state tells FINISHED_CHANNEL which
+job, when the change commits: completion in its own statement, the others in the transaction
+of their change. The long polls of the web processes (ai_service/longpoll.py) are woken by
+nothing else. A job nobody waits on is told to nobody: every NOTIFYing commit takes a
+cluster-wide lock.
 
 As in test_notices.py, a listener knows it has seen everything a change sent by sending a
 marker of its own after the change returned: notifications arrive in commit order."""
@@ -58,15 +60,24 @@ def jobs(repo: JobRepository) -> JobService:
 
 
 def running(jobs: JobService, repo: JobRepository, **job: object) -> JobRow:
+    """A running job some request waits on."""
     jobs.create_job(new_job(owner_ref=f"running/{uuid.uuid4()}", **job))
-    return claim_one(repo)
+    claimed = claim_one(repo)
+    jobs.wait_on_job(claimed.id, 60)
+    return claimed
+
+
+def waited_on(jobs: JobService, claimed: list[JobRow]) -> list[JobRow]:
+    for job in claimed:
+        jobs.wait_on_job(job.id, 60)
+    return claimed
 
 
 def test_a_batch_of_completions_tells_its_jobs_in_one_notification(
     jobs: JobService, repo: JobRepository, listener: FinishedListener
 ) -> None:
     jobs.create_jobs([new_job(owner_ref=f"batch/{i}") for i in range(3)])
-    claimed = repo.claim_jobs("w1", 3, lease_seconds=60)
+    claimed = waited_on(jobs, repo.claim_jobs("w1", 3, lease_seconds=60))
     listener.payloads()
     jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in claimed])
     [payload] = listener.payloads()
@@ -78,7 +89,7 @@ def test_more_completions_than_one_payload_holds_are_told_in_several(
 ) -> None:
     count = IDS_PER_NOTICE + 50
     jobs.create_jobs([new_job(owner_ref=f"many/{i}") for i in range(count)])
-    claimed = repo.claim_jobs("w1", count, lease_seconds=60)
+    claimed = waited_on(jobs, repo.claim_jobs("w1", count, lease_seconds=60))
     listener.payloads()
     jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in claimed])
     payloads = listener.payloads()
@@ -141,6 +152,7 @@ def test_cancelling_tells_the_job(
 ) -> None:
     job = running(jobs, repo)
     pending, _ = jobs.create_job(new_job(owner_ref="pending"))
+    jobs.wait_on_job(pending.id, 60)
     listener.payloads()
     jobs.cancel_job(pending.id)
     jobs.cancel_job(job.id)
@@ -163,3 +175,50 @@ def test_a_sweep_that_finds_nothing_tells_nothing(
     listener.payloads()
     assert jobs.expire_exhausted_leases() == []
     assert listener.told() == []
+
+
+def test_a_batch_tells_only_the_jobs_someone_waits_on(
+    jobs: JobService, repo: JobRepository, listener: FinishedListener
+) -> None:
+    jobs.create_jobs([new_job(owner_ref=f"batch/{i}") for i in range(3)])
+    first, *others = repo.claim_jobs("w1", 3, lease_seconds=60)
+    jobs.wait_on_job(first.id, 60)
+    listener.payloads()
+    jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in [first, *others]])
+    assert listener.told() == [first.id]
+
+
+def test_finishing_jobs_nobody_waits_on_tells_nothing(
+    jobs: JobService, repo: JobRepository, listener: FinishedListener
+) -> None:
+    jobs.create_jobs([new_job(owner_ref=f"alone/{i}") for i in range(3)])
+    completed, failed, cancelled = repo.claim_jobs("w1", 3, lease_seconds=60)
+    listener.payloads()
+    jobs.complete_job(lease_of(completed), {"content": "ok"})
+    jobs.fail_attempt(lease_of(failed), "auth", "HTTP 401")
+    jobs.cancel_job(cancelled.id)
+    assert listener.told() == []
+
+
+def test_a_wait_that_has_ended_is_told_nothing(
+    jobs: JobService, repo: JobRepository, listener: FinishedListener
+) -> None:
+    jobs.create_job(new_job())
+    job = claim_one(repo)
+    jobs.wait_on_job(job.id, 0)
+    listener.payloads()
+    jobs.complete_job(lease_of(job), {"content": "ok"})
+    assert listener.told() == []
+
+
+def test_waiting_on_a_job_answers_it_and_leaves_its_history_alone(
+    jobs: JobService, repo: JobRepository
+) -> None:
+    created, _ = jobs.create_job(new_job())
+    marked = jobs.wait_on_job(created.id, 30)
+    assert marked.waited_until is not None and marked.waited_until > marked.created_at
+    assert (marked.status, marked.updated_at) == ("pending", created.updated_at)
+    assert [e.event for e in repo.list_events(created.id)] == ["created"]
+    jobs.cancel_job(created.id)
+    finished = jobs.wait_on_job(created.id, 30)  # a finished job is answered, not marked
+    assert (finished.status, finished.waited_until) == ("cancelled", marked.waited_until)
