@@ -2,9 +2,9 @@
 NOTIFY_CHANNEL: an empty payload means "jobs may be claimable" (WakeWorkers), a stop payload
 names one attempt to abandon at once (StopAttempt). Every web process LISTENs on TOKENS_CHANNEL
 (ai_service/revocation.py) and forgets its cached tokens, and on FINISHED_CHANNEL, where each
-payload names jobs that reached a final state (JobsFinished), to answer the requests waiting
-on them (ai_service/longpoll.py). Workers do not listen there: a finished job is nothing to
-claim.
+payload names jobs that reached a final state while a request waited on them
+(`finished_job_ids`), to answer those requests (ai_service/longpoll.py). Workers do not listen
+there: a finished job is nothing to claim.
 
 The job service decides which notices a change sends (ai_service/service.py); the store sends
 them in the transaction of that change (`JobTransaction.notify`), so PostgreSQL delivers them

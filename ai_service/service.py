@@ -15,7 +15,8 @@ and releasing jobs wake the workers (once per statement, not per row); cancellin
 running job stops its attempt, naming the lease token it ran under; a retry also wakes them.
 The worker's hot paths (claim, complete, heartbeat) send nothing to the workers and stay single
 autocommit statements: no BEGIN, no COMMIT, no extra round trip. Every job reaching a final
-state is told to the long polls (`_finished`); completion's statement does that itself.
+state while a long poll waits on it is told to the long polls (`_finished`); completion's
+statement does that itself.
 
 Where callbacks on final states, when they come, will write their outbox row: in
 `_finished`, on the transaction it is given (cancel, a final failure or deferral, the sweeper's

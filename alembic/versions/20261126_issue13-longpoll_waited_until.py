@@ -3,9 +3,10 @@
 A change to a final state tells the long polls (GET /api/v1/jobs/{id}?wait=) of the jobs some
 request waits on, and of no other: every NOTIFYing commit takes a cluster-wide lock held
 through its WAL flush, and a NOTIFY on every completion cut the completions per second of
-eight concurrent connections by about a third where nobody was waiting at all. A waiting request sets this to its deadline; the statements that
-finish jobs read it from the row they change, so a request that starts waiting while a job
-finishes is never missed (one of the two waits for the other's row lock).
+eight concurrent connections by about a third where nobody was waiting at all. A waiting
+request sets this to its deadline; the statements that finish jobs read it from the row they
+change, so a request that starts waiting while a job finishes is never missed (one of the two
+waits for the other's row lock).
 
 Adding a nullable column without a default changes only the catalog: no rewrite, no scan.
 
