@@ -21,6 +21,7 @@ from ai_service.composition import build_core
 from ai_service.config import Settings, load_settings
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
+from ai_service.longpoll import Waiters
 from ai_service.profile_checks import ProfileCheck
 from ai_service.profiles import fleet_caps, load_profiles
 from ai_service.providers.status import ProfileEndpoints
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     app.extensions["ai_service_endpoints"] = ProfileEndpoints(
         profiles, EndpointRepository(core.store.driver), settings.endpoint_health_refresh)
     register_auth(app, tokens, settings.auth_disabled)
+    app.extensions["ai_service_waiters"] = Waiters(libpq_url(settings.database_url),
+                                                   settings.long_poll_waiters)
     sweeper = Sweeper(core.service, settings.sweep_interval)
     app.extensions["ai_service_sweeper"] = sweeper
     if start_sweeper:

@@ -285,8 +285,13 @@ SETTINGS: tuple[Setting, ...] = (
             bound=PORT),
     Setting("WEB_CONCURRENCY", "web_concurrency", INTEGER, "2", "gunicorn processes", WEB,
             bound=POSITIVE),
-    Setting("WEB_THREADS", "web_threads", INTEGER, "4", "threads of each gunicorn process", WEB,
-            bound=POSITIVE),
+    Setting("WEB_THREADS", "web_threads", INTEGER, "4",
+            "threads of each gunicorn process for requests that do not wait (it runs "
+            "`LONG_POLL_WAITERS` more)", WEB, bound=POSITIVE),
+    Setting("LONG_POLL_WAITERS", "long_poll_waiters", INTEGER, "16",
+            "requests of each gunicorn process that may wait on a job at once "
+            "(`GET /api/v1/jobs/{id}?wait=`), each holding a thread; one more gets 503 (see "
+            "Long poll)", WEB, bound=NON_NEGATIVE),
     Setting("MIGRATE_ON_START", "migrate_on_start", BOOLEAN, "true",
             "`alembic upgrade head` at start, under an advisory lock", BOTH),
     Setting("MODEL_PROFILES_FILE", "model_profiles_file", TEXT, None,
@@ -414,6 +419,7 @@ class Settings:
     http_port: int
     web_concurrency: int
     web_threads: int
+    long_poll_waiters: int
     migrate_on_start: bool
     model_profiles_file: str | None
     worker_profiles: frozenset[str]

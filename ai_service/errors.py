@@ -88,6 +88,20 @@ class DatabaseUnavailable(ServiceError):
         return self.reason or self.message
 
 
+class LongPollBusy(ServiceError):
+    """This web process already holds as many waiting requests (`?wait=`) as it may."""
+
+    status_code = 503
+    code = "long_poll_busy"
+    # A place frees as soon as any waiting job finishes or its wait ends: a few seconds on.
+    headers = {"Retry-After": "5"}
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(
+            f"this server already holds {capacity} waiting requests; retry after Retry-After, "
+            "or ask without wait", {"waiting_limit": capacity})
+
+
 def fault_summary(error: BaseException) -> str:
     """A database error as a log may carry it: the driver's exception class and the first
     line of its message. SQLAlchemy's text adds the statement and its parameters (a job's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -23,9 +24,12 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 bind = f"{_settings.http_host}:{_settings.http_port}"
 workers = _settings.web_concurrency
-# Requests wait on PostgreSQL, not the CPU: a few threads per process keep it busy.
+# Requests wait on PostgreSQL, not the CPU: a few threads per process keep it busy. A long
+# poll (GET /api/v1/jobs/{id}?wait=) holds its thread while it waits: those get threads of
+# their own, so waiting requests never leave the others without one (ai_service/longpoll.py
+# refuses a wait beyond LONG_POLL_WAITERS).
 worker_class = "gthread"
-threads = _settings.web_threads
+threads = _settings.web_threads + _settings.long_poll_waiters
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
@@ -46,11 +50,31 @@ def child_exit(server: object, worker: object) -> None:
 
 def post_worker_init(worker: object) -> None:
     """Start this process's sweeper (ai_service/sweeper.py) now that it has forked: every
-    serving process runs one, so exhausted leases fail even while no worker process is up."""
-    worker.wsgi.extensions["ai_service_sweeper"].start()  # type: ignore[attr-defined]
+    serving process runs one, so exhausted leases fail even while no worker process is up.
+    And answer the waiting requests at once when the process is told to stop."""
+    extensions = worker.wsgi.extensions  # type: ignore[attr-defined]
+    extensions["ai_service_sweeper"].start()
+    _answer_waiters_on_stop(extensions["ai_service_waiters"])
+
+
+def _answer_waiters_on_stop(waiters: object) -> None:
+    """A long poll may wait longer than gunicorn's graceful timeout: on SIGTERM each waiting
+    request answers its job as it is now (the caller asks again, another process serves it)
+    rather than being cut when the timeout kills the process. gunicorn's own handler, set
+    before this hook runs, then stops the process as usual."""
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def answer_then_stop(signum: int, frame: object) -> None:
+        waiters.close()  # type: ignore[attr-defined]
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, answer_then_stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it for its own handler
 
 
 def worker_exit(server: object, worker: object) -> None:
     app = getattr(worker, "wsgi", None)  # None: the app failed to load
     if app is not None:
         app.extensions["ai_service_sweeper"].stop()
+        app.extensions["ai_service_waiters"].close()

@@ -125,6 +125,11 @@ PROVIDER_ERRORS = Counter(
     ["provider", "error_category"],
 )
 
+LONG_POLLS_REFUSED = Counter(
+    "ai_long_polls_refused_total",
+    "Waits on a job (GET /jobs/{id}?wait=) refused: the process held LONG_POLL_WAITERS already.",
+)
+
 
 class QueueCollector(Collector):
     """Pending and running jobs by task type and model profile, and the oldest pending job's

@@ -1,7 +1,10 @@
 """The NOTIFY channels, the notices sent on them, and their payloads. Workers LISTEN on
 NOTIFY_CHANNEL: an empty payload means "jobs may be claimable" (WakeWorkers), a stop payload
 names one attempt to abandon at once (StopAttempt). Every web process LISTENs on TOKENS_CHANNEL
-(ai_service/revocation.py) and forgets its cached tokens.
+(ai_service/revocation.py) and forgets its cached tokens, and on FINISHED_CHANNEL, where each
+payload names jobs that reached a final state while a request waited on them
+(`finished_job_ids`), to answer those requests (ai_service/longpoll.py). Workers do not listen
+there: a finished job is nothing to claim.
 
 The job service decides which notices a change sends (ai_service/service.py); the store sends
 them in the transaction of that change (`JobTransaction.notify`), so PostgreSQL delivers them
@@ -14,7 +17,11 @@ from dataclasses import dataclass
 
 NOTIFY_CHANNEL = "ai_service_jobs"
 TOKENS_CHANNEL = "ai_service_tokens"
+FINISHED_CHANNEL = "ai_service_finished"
 STOP_PREFIX = "stop:"
+# A NOTIFY payload holds at most 7999 bytes; a uuid and its comma take 37, so a batch that
+# finishes more jobs than this together is told in several payloads of one statement.
+IDS_PER_NOTICE = 200
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,18 @@ class StopAttempt:
 
 
 Notice = WakeWorkers | StopAttempt
+
+
+def finished_job_ids(payload: str) -> list[uuid.UUID]:
+    """The jobs a FINISHED_CHANNEL payload names (comma-separated ids, as the statements
+    notify_finished and complete_jobs write them); whatever is not an id is skipped."""
+    ids = []
+    for part in payload.split(","):
+        try:
+            ids.append(uuid.UUID(part))
+        except ValueError:
+            continue
+    return ids
 
 
 def stop_payload(job_id: uuid.UUID, lease_token: uuid.UUID) -> str:

@@ -79,6 +79,8 @@ class JobRow:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # Until when a long poll waits on the job (ai_service/longpoll.py); not in the API.
+    waited_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ MAX_LIST_LIMIT = 200
 MAX_CLAIM_LIMIT = 1000
 MAX_LEASE_SECONDS = 3600
 MAX_MESSAGE_LENGTH = 10_000
+# Seconds a GET /jobs/{id} may wait; a proxy in front must wait a little longer (README).
+MAX_WAIT = 60
 # A refusal names this many errors at each level and counts the rest (see InputSchema).
 MAX_ITEM_ERRORS = 20
 
@@ -97,7 +99,7 @@ ERROR_CODES = (
     "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict",
     "job_state_conflict", "idempotency_conflict", "payload_too_large",
     "unsupported_media_type", "validation_error", "too_many_requests", "http_error",
-    "internal_error", "database_unavailable",
+    "internal_error", "database_unavailable", "long_poll_busy",
 )
 
 
@@ -336,6 +338,19 @@ class JobListQuerySchema(InputSchema):
     task_type = _name(m.TASK_TYPE_MAX)
     limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_LIST_LIMIT))
     cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class JobWaitQuerySchema(InputSchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    wait = fields.Integer(
+        load_default=0, validate=validate.Range(0, MAX_WAIT),
+        metadata={"description": (
+            "Seconds to wait for the job to reach a final state (completed, failed, "
+            "cancelled): answered as soon as it does, or after at most this long with its "
+            f"state then. 0 (the default) answers at once; at most {MAX_WAIT}.")},
+    )
 
 
 # Loading is the hot path of batch creates: one instance each, reused (schemas hold no state).

@@ -13,8 +13,10 @@ PostgreSQL delivers it when that change commits and drops it when it rolls back,
 never told about a change that did not happen, nor left untold about one that did. Creating
 and releasing jobs wake the workers (once per statement, not per row); cancelling or retrying a
 running job stops its attempt, naming the lease token it ran under; a retry also wakes them.
-The worker's hot paths (claim, complete, heartbeat) send nothing and stay single autocommit
-statements: no BEGIN, no COMMIT, no extra round trip.
+The worker's hot paths (claim, complete, heartbeat) send nothing to the workers and stay single
+autocommit statements: no BEGIN, no COMMIT, no extra round trip. Every job reaching a final
+state while a long poll waits on it is told to the long polls (`_finished`); completion's
+statement does that itself.
 
 Where callbacks on final states, when they come, will write their outbox row: in
 `_finished`, on the transaction it is given (cancel, a final failure or deferral, the sweeper's
@@ -149,6 +151,11 @@ class JobService:
     def list_jobs(self, *, scope: Scope = None, **filters: Any) -> JobPage:
         return self.store.list_jobs(scope=scope, **filters)
 
+    def wait_on_job(self, job_id: uuid.UUID, seconds: float, scope: Scope = None) -> JobRow:
+        """The job, marked waited on for `seconds` while it is unfinished: the change that
+        finishes it within them tells the long polls (`_finished`)."""
+        return self.store.wait_on_job(job_id, seconds, scope)
+
     def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[JobEventRow]:
         return self.store.list_events(job_id, scope)
 
@@ -279,7 +286,17 @@ class JobService:
         the sweeper. With `tx` the change is not committed yet: what is written on it commits
         or rolls back with the change (an outbox row, see the module's docstring), and what
         lives outside the database waits for the commit. Without one, the change already
-        committed as a single autocommit statement (completion)."""
+        committed as a single autocommit statement (completion).
+
+        The requests waiting on a job (GET /jobs/{id}?wait=, ai_service/longpoll.py) are told
+        here, on `tx`, so they hear of the final state when it commits; only of the jobs some
+        request waits on (`wait_on_job`), since every NOTIFYing commit takes a cluster-wide
+        lock. Completion's statement tells them itself (complete_jobs in
+        ai_service/sql/jobs.sql): a NOTIFY inside it costs no round trip, and without a
+        transaction there is none to send one on."""
+        jobs = list(jobs)
+        if tx is not None:
+            tx.notify_finished([job.id for job in jobs])
         completed = [job for job in jobs if job.status == JobStatus.COMPLETED]
         if not completed:
             return

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
 from ai_service.api import service, services
@@ -16,6 +17,7 @@ from ai_service.api.bodies import Blueprint, json_body
 from ai_service.auth import ROLE_ADMIN, ROLE_CALLER, ROLE_WORKER
 from ai_service.errors import Forbidden, InvalidInput
 from ai_service.inputs import as_text
+from ai_service.longpoll import Waiters
 from ai_service.rows import Lease, NewJob
 from ai_service.schemas import (
     ClaimedSchema,
@@ -30,6 +32,7 @@ from ai_service.schemas import (
     JobListQuerySchema,
     JobPageSchema,
     JobSchema,
+    JobWaitQuerySchema,
 )
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs", description="AI jobs")
@@ -81,6 +84,10 @@ def _batch_within_limit(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return checked
+
+
+def waiters() -> Waiters:
+    return current_app.extensions["ai_service_waiters"]
 
 
 def _lease(job_id: uuid.UUID, body: dict[str, Any]) -> Lease:
@@ -153,12 +160,18 @@ class JobClaim(MethodView):
 @blp.route("/<uuid:job_id>")
 class JobItem(MethodView):
     @allow(*READERS)
+    @blp.arguments(JobWaitQuerySchema, location="query", as_kwargs=True)
     @blp.response(200, JobSchema)
     @blp.errors(404)
     @blp.doc(operationId="getJob")
-    def get(self, job_id: uuid.UUID) -> Any:
-        """A job's technical state and result."""
-        return service().get_job(job_id, principal().scope)
+    def get(self, job_id: uuid.UUID, wait: int) -> Any:
+        """A job's technical state and result. With `wait`, a long poll: answered once the job
+        is final, or after `wait` seconds as it is then (503 with Retry-After while this server
+        already holds its limit of waiting requests)."""
+        scope = principal().scope
+        return waiters().wait_for(
+            job_id, wait, read=lambda: service().get_job(job_id, scope),
+            mark=lambda seconds: service().wait_on_job(job_id, seconds, scope))
 
 
 @blp.route("/<uuid:job_id>/events")

@@ -37,7 +37,9 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     413: ("payload_too_large: the body is larger than MAX_CONTENT_LENGTH.", {}),
     415: ("unsupported_media_type: send the body as application/json.", {}),
     500: ("internal_error: details.request_id finds the log line.", {}),
-    503: ("database_unavailable: PostgreSQL cannot be reached; retry after Retry-After.", {
+    503: ("database_unavailable: PostgreSQL cannot be reached. Waiting on a job (`wait`), "
+          "long_poll_busy: the server holds as many waiting requests as it may. Either way, "
+          "retry after Retry-After.", {
         "Retry-After": {"description": "Seconds", "schema": {"type": "integer"}},
     }),
 }

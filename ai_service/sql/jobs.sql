@@ -83,7 +83,9 @@ LIMIT :limit;
 
 -- name: complete_jobs
 -- Completes many jobs of one worker in one statement: results that finish together are
--- written together, and each is still guarded by its own lease token.
+-- written together, and each is still guarded by its own lease token. The statement also
+-- tells FINISHED_CHANNEL which of the jobs it finished someone waits on (PostgreSQL delivers
+-- that on its commit).
 WITH changed AS (
     UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
         updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
@@ -95,8 +97,17 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), told AS (
+    -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
+    -- this statement's commit rather than after one more round trip; see notify_finished.
+    -- Only jobs someone waits on: with none, nothing is sent and no NOTIFY lock is taken.
+    SELECT pg_notify(:finished_channel, string_agg(CAST(id AS text), ','))
+    FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+          FROM changed WHERE waited_until > now()) AS done_ids
+    GROUP BY part
 )
-SELECT * FROM changed;
+-- A CTE that only SELECTs runs only when read: counting what it sent makes it run.
+SELECT changed.* FROM changed, (SELECT count(*) FROM told) AS sent;
 
 -- name: complete_jobs_brief
 -- complete_jobs answering a JobBrief: the worker's batches need what its metrics, its log
@@ -109,15 +120,23 @@ WITH changed AS (
       AND jobs.status = 'running' AND jobs.worker_id = :worker_id
     RETURNING jobs.id, jobs.owner_ref, jobs.idempotency_key, jobs.status, jobs.task_type,
               jobs.model_profile, jobs.worker_id, jobs.lease_token, jobs.attempts,
-              jobs.error_category, jobs.error_message
+              jobs.error_category, jobs.error_message, jobs.waited_until
 ), logged AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), told AS (
+    -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
+    -- this statement's commit rather than after one more round trip; see notify_finished.
+    -- Only jobs someone waits on: with none, nothing is sent and no NOTIFY lock is taken.
+    SELECT pg_notify(:finished_channel, string_agg(CAST(id AS text), ','))
+    FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+          FROM changed WHERE waited_until > now()) AS done_ids
+    GROUP BY part
 )
 SELECT id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id, lease_token,
        attempts
-FROM changed;
+FROM changed, (SELECT count(*) FROM told) AS sent;
 
 -- name: fail_job
 -- A failed attempt. A retryable failure with attempts left goes back to pending after a
@@ -290,3 +309,24 @@ SELECT count(*) FROM deleted;
 -- Sent when the transaction commits: once per statement, never per row, since every
 -- NOTIFYing commit takes a cluster-wide lock.
 SELECT pg_notify(:channel, :payload);
+
+-- name: notify_finished
+-- Tells the web processes' long polls that these jobs, changed by this transaction, reached
+-- a final state, when it commits: one statement whatever the count, several payloads when the
+-- ids would not fit in one (a payload holds at most 7999 bytes), and only the jobs someone
+-- waits on (see wait_on_job), so a transaction nobody waits on takes no NOTIFY lock.
+SELECT pg_notify(:channel, string_agg(CAST(id AS text), ','))
+FROM (SELECT id, (row_number() OVER () - 1) / CAST(:ids_per_notice AS int) AS part
+      FROM jobs WHERE id = ANY(CAST(:ids AS uuid[])) AND waited_until > now()) AS finished
+GROUP BY part;
+
+-- name: wait_on_job
+-- A long poll marks the unfinished job it waits on until its deadline, and reads it, in one
+-- statement. Every statement that finishes a job reads waited_until from the row it changes:
+-- a finish already under way holds the row, so this waits for it and then matches nothing
+-- (the caller reads the final job); one that comes after sees the mark. Waiting is no change
+-- of the job: updated_at and the audit trail stay as they are.
+UPDATE jobs SET waited_until = greatest(waited_until, now() + make_interval(secs => :seconds))
+WHERE id = :id AND status IN ('pending', 'running')
+  AND (CAST(:scope AS text[]) IS NULL OR owner_service = ANY(CAST(:scope AS text[])))
+RETURNING *;

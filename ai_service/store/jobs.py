@@ -5,9 +5,10 @@ Two ways in. `transaction()` yields a JobTransaction: the changes that may send 
 on that transaction's connection, plus `notify`, so a change and what it tells workers commit
 or roll back together; the job service (ai_service/service.py) composes them and decides the
 notices. The repository's own methods are each one transaction or one statement that commits
-by itself, and send no notice: the worker's hot paths (claim, complete, heartbeat) and reads
-stay single autocommit statements, and the other changes are there for callers that want the
-change alone (tests, benchmarks).
+by itself, and send no notice to workers: the worker's hot paths (claim, complete, heartbeat)
+and reads stay single autocommit statements, and the other changes are there for callers that
+want the change alone (tests, benchmarks). Completion is the one statement that notifies by
+itself: it tells the long polls which jobs it finished, in the same statement.
 
 Every status change is guarded by the status it expects (and, for a worker, the lease token of
 its attempt); zero rows changed is a conflict, never a silent success."""
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from ai_service.driver import Driver, class_rows
 from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, JobStateConflict
-from ai_service.notifications import Notice
+from ai_service.notifications import FINISHED_CHANNEL, IDS_PER_NOTICE, Notice
 from ai_service.rows import (
     JobBrief,
     JobEventRow,
@@ -125,6 +126,15 @@ class JobTransaction:
         Once per statement, never per row: every NOTIFYing commit takes a cluster-wide lock."""
         self._driver.rows(self._conn, queries["notify"],
                           {"channel": notice.channel, "payload": notice.payload})
+
+    def notify_finished(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Tell the long polls (ai_service/longpoll.py) these jobs reached a final state, when
+        this transaction commits: one statement, whatever their number, naming only those
+        someone waits on (wait_on_job)."""
+        if job_ids:
+            self._driver.rows(self._conn, queries["notify_finished"], {
+                "channel": FINISHED_CHANNEL, "ids": list(job_ids),
+                "ids_per_notice": IDS_PER_NOTICE})
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the transaction has committed (never after a rollback): for what
@@ -292,6 +302,14 @@ class JobRepository:
             raise JobNotFound(job_id)
         return rows[0]
 
+    def wait_on_job(self, job_id: uuid.UUID, seconds: float, scope: Scope = None) -> JobRow:
+        """Mark an unfinished job waited on for `seconds`, so the change that finishes it tells
+        the long polls, and answer it; a finished job is answered unmarked. JobNotFound as
+        get_job."""
+        rows = self.driver.autocommit_rows(queries["wait_on_job"], {
+            "id": job_id, "seconds": seconds, "scope": _scope(scope)}, _JOB)
+        return rows[0] if rows else self.get_job(job_id, scope)
+
     def list_events(self, job_id: uuid.UUID, scope: Scope = None) -> list[JobEventRow]:
         """The job's transitions, oldest first."""
         self.get_job(job_id, scope)
@@ -406,7 +424,8 @@ class JobRepository:
     ) -> dict[uuid.UUID, JobBrief]:
         """Store many results of one worker in one statement. Returns the jobs completed; a job
         missing from the answer, or answered with another lease token, was no longer held by
-        that lease."""
+        that lease. The statement itself tells the long polls which of the jobs it finished
+        someone waits on."""
         return self._complete(worker_id, results, queries["complete_jobs_brief"], _BRIEF)
 
     def _complete(self, worker_id: str, results: Sequence[tuple[Lease, Any]], sql: str,
@@ -417,8 +436,10 @@ class JobRepository:
             {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
             for lease, result in results
         ])
-        rows = self.driver.autocommit_rows(sql, {"worker_id": worker_id, "items": items},
-                                           row_factory)
+        rows = self.driver.autocommit_rows(sql, {
+            "worker_id": worker_id, "items": items,
+            "finished_channel": FINISHED_CHANNEL, "ids_per_notice": IDS_PER_NOTICE,
+        }, row_factory)
         return {row.id: row for row in rows}
 
     def fail_job(

@@ -1,8 +1,8 @@
 """A caller's code on the client openapi-python-client generates from /api/v1/openapi.json
 (package ai_service_client, made by tests/acceptance/test_generated_client.py): create, claim,
-complete, and the errors a caller branches on. It must pass `mypy --strict` as written (no
-casts, no `Unset` checks), and runs against a live server with raise_on_unexpected_status, so
-a status the document does not declare fails it.
+complete, a long poll, and the errors a caller branches on. It must pass `mypy --strict` as
+written (no casts, no `Unset` checks), and runs against a live server with
+raise_on_unexpected_status, so a status the document does not declare fails it.
 
 Reads AI_SERVICE_URL and AI_SERVICE_TOKEN (an admin token: it both creates and claims)."""
 
@@ -61,6 +61,9 @@ def claim_then_complete(client: AuthenticatedClient, created: Job) -> None:
     assert done.status is JobStatus.COMPLETED and done.result == {"text": "hi"}, done
     assert done.finished_at is not None and done.finished_at >= done.created_at
 
+    waited = get_job.sync(job.id, client=client, wait=60)  # a long poll; final: answered now
+    assert isinstance(waited, Job) and waited.status is JobStatus.COMPLETED, waited
+
     again = complete_job.sync_detailed(job.id, client=client, body=answer)
     assert again.status_code == 409 and isinstance(again.parsed, ErrorResponse), again
     assert again.parsed.error.code is ErrorCode.JOB_STATE_CONFLICT, again.parsed
@@ -70,6 +73,12 @@ def missing_job_is_not_found(client: AuthenticatedClient) -> None:
     missing = get_job.sync_detailed(uuid.uuid4(), client=client)
     assert missing.status_code == 404 and isinstance(missing.parsed, ErrorResponse), missing
     assert missing.parsed.error.code is ErrorCode.NOT_FOUND, missing.parsed
+
+
+def a_wait_past_60_seconds_is_refused(client: AuthenticatedClient, job: Job) -> None:
+    refused = get_job.sync_detailed(job.id, client=client, wait=61)
+    assert refused.status_code == 422 and isinstance(refused.parsed, ErrorResponse), refused
+    assert refused.parsed.error.code is ErrorCode.VALIDATION_ERROR, refused.parsed
 
 
 def batch(client: AuthenticatedClient) -> None:
@@ -92,8 +101,10 @@ def main() -> None:
         raise_on_unexpected_status=True, timeout=httpx.Timeout(30.0),
     )
     with client:
-        claim_then_complete(client, create(client))
+        job = create(client)
+        claim_then_complete(client, job)
         missing_job_is_not_found(client)
+        a_wait_past_60_seconds_is_refused(client, job)
         batch(client)
     print("generated client: ok")
 

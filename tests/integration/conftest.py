@@ -64,9 +64,10 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
 
 
 def close_app(application: Flask) -> None:
-    """Stop its revocation listener (started by the first authenticated request) and its
-    sweeper (started only when a test asks), and close its pool, so nothing outlives the
-    test's database."""
+    """Stop its revocation listener (started by the first authenticated request), its
+    long-poll listener (started by the first wait) and its sweeper (started only when a test
+    asks), and close its pool, so nothing outlives the test's database."""
     application.extensions["ai_service_tokens"].close()
+    application.extensions["ai_service_waiters"].close()
     application.extensions["ai_service_sweeper"].stop()
     application.extensions["ai_service"].repository.engine.dispose()

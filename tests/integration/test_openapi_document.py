@@ -46,7 +46,7 @@ ERRORS = {
     "createJob": EVERY | BODY | {"403", "409"},
     "createJobs": EVERY | BODY | {"403", "409"},
     "claimJobs": EVERY | BODY | {"403"},
-    "getJob": EVERY | {"404"},
+    "getJob": EVERY | {"404", "422"},  # 422: a `wait` out of bounds
     "listJobEvents": EVERY | {"404"},
     "completeJob": EVERY | BODY | {"403", "404", "409"},
     "failJob": EVERY | BODY | {"403", "404", "409"},
@@ -143,6 +143,14 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
 def test_a_database_outage_says_when_to_retry(doc: dict[str, Any]) -> None:
     response = doc["paths"]["/api/v1/jobs/claim"]["post"]["responses"]["503"]
     assert "Retry-After" in response["headers"]
+
+
+def test_reading_a_job_documents_its_wait_of_0_to_60_seconds(doc: dict[str, Any]) -> None:
+    [wait] = [p for p in doc["paths"]["/api/v1/jobs/{job_id}"]["get"]["parameters"]
+              if p["name"] == "wait"]
+    assert wait["in"] == "query" and not wait["required"]
+    assert wait["schema"] == {"type": "integer", "default": 0, "minimum": 0, "maximum": 60}
+    assert "final state" in wait["description"]
 
 
 def test_every_error_code_the_service_answers_is_in_the_error_code_enum(

@@ -280,10 +280,12 @@ def test_gunicorn_takes_its_process_and_thread_counts_from_the_settings(
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     for variable, value in {**BASE, "WEB_CONCURRENCY": "3", "WEB_THREADS": "7",
+                            "LONG_POLL_WAITERS": "5",
                             "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "8123"}.items():
         monkeypatch.setenv(variable, value)
     conf = runpy.run_path(GUNICORN_CONF)
-    assert (conf["workers"], conf["threads"], conf["bind"]) == (3, 7, "127.0.0.1:8123")
+    # Waiting requests get threads of their own, beside those of the other requests.
+    assert (conf["workers"], conf["threads"], conf["bind"]) == (3, 7 + 5, "127.0.0.1:8123")
 
     monkeypatch.setenv("WEB_THREADS", "0")
     with pytest.raises(SystemExit) as exited:
