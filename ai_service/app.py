@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from ai_service import db, metrics
-from ai_service.api import Services, health, jobs, ops, ops_page
+from ai_service.api import Services, health, jobs, ops, ops_page, webhooks
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.composition import build_core
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
         settings=settings,
         repository=core.store,
         service=core.service,
+        webhooks=core.webhooks,
         api=api,
         head_revision=db.head_revision(settings.database_url),
     )
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
 
     api.register_blueprint(jobs.blp)
     api.register_blueprint(ops.blp)
+    api.register_blueprint(webhooks.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(ops_page.blp)
     return app

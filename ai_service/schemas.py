@@ -452,3 +452,50 @@ class ErrorBodySchema(Schema):
 
 class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+WEBHOOK_EVENTS_DOC = ("Which job outcomes are sent: job.completed, job.failed, "
+                      "job.cancelled.")
+
+
+class WebhookCreateSchema(InputSchema):
+    owner_service = _name(m.OWNER_SERVICE_MAX, required=True)
+    url = fields.String(required=True, validate=[validate.Length(min=1), _check_json],
+                        metadata={"description": "Where messages are POSTed (http or https)."})
+    events = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                         required=True, validate=validate.Length(min=1, max=10),
+                         metadata={"description": WEBHOOK_EVENTS_DOC})
+
+
+class WebhookSchema(Schema):
+    """A registration, without its secret (shown only when issued)."""
+
+    id = fields.UUID(required=True)
+    owner_service = fields.String(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    state = fields.String(required=True, metadata={
+        "description": "active, or disabled (disabled_reason says why: a 410 from the "
+                       "receiver, or failing for WEBHOOK_DISABLE_AFTER)."})
+    disabled_reason = fields.String(required=True, allow_none=True)
+    failing_since = fields.DateTime(required=True, allow_none=True, metadata={
+        "description": "Since when its deliveries have been failing; null while they succeed."})
+    previous_secret_expires_at = fields.DateTime(required=True, allow_none=True, metadata={
+        "description": "Until when the secret a rotation replaced still signs."})
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class WebhookSecretSchema(WebhookSchema):
+    secret = fields.String(required=True, metadata={
+        "description": "The signing secret (`whsec_…`), shown only this once."})
+
+
+class WebhookListSchema(Schema):
+    webhooks = fields.List(fields.Nested(WebhookSchema), required=True)
+
+
+class WebhookListQuerySchema(InputSchema):
+    owner_service = _name(m.OWNER_SERVICE_MAX)

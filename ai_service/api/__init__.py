@@ -10,6 +10,7 @@ from ai_service.api.errors import ServiceApi
 from ai_service.config import Settings
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
+from ai_service.store.webhooks import WebhookRepository
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Services:
     settings: Settings
     repository: JobRepository  # the store: the operations views read through it
     service: JobService
+    webhooks: WebhookRepository
     api: ServiceApi
     head_revision: str | None
 

@@ -29,9 +29,10 @@ from ai_service.errors import IdempotencyConflict, InvalidInput, JobNotFound, Jo
 from ai_service.notifications import Notice
 from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJob
 from ai_service.sql import claim_statement, queries
-from ai_service.states import JobStatus
+from ai_service.states import WEBHOOK_EVENT_OF, JobStatus
 from ai_service.store import ops
 from ai_service.store.cursor import decode_cursor, encode_cursor
+from ai_service.store.webhooks import queue_items
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 Stopped = tuple[JobRow, uuid.UUID | None]  # a cancelled or retried job, the attempt it ended
@@ -120,6 +121,15 @@ class JobTransaction:
     def committed(self) -> None:
         for action in self._after_commit:
             action()
+
+    def queue_deliveries(self, jobs: Sequence[JobRow]) -> None:
+        """The webhook outbox rows of jobs this transaction moved to a final state: they commit
+        with the change or not at all (see ai_service/store/webhooks.py)."""
+        items = [(job.id, job.owner_service, WEBHOOK_EVENT_OF[JobStatus(job.status)])
+                 for job in jobs if job.status in WEBHOOK_EVENT_OF]
+        if items:
+            self._driver.rows(self._conn, queries["queue_deliveries"],
+                              {"items": queue_items(items)})
 
     # ----- the statements -------------------------------------------------------------------
 
