@@ -14,6 +14,7 @@ from types import FrameType
 from ai_service.composition import Core, build_core
 from ai_service.config import Settings
 from ai_service.dispatcher import build_dispatcher
+from ai_service.errors import InvalidInput
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
 from ai_service.rows import WebhookEndpoint
@@ -39,8 +40,13 @@ def _describe(endpoint: WebhookEndpoint) -> str:
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
     events = list(dict.fromkeys(args.event or list(WebhookEvent)))
-    check_registration(args.url, events,
-                       UrlPolicy(settings.webhook_url_allow, "WEBHOOK_URL_ALLOW"))
+    try:
+        check_registration(args.url, events,
+                           UrlPolicy(settings.webhook_url_allow, "WEBHOOK_URL_ALLOW"))
+    except InvalidInput as exc:
+        for name, problems in exc.details["fields"].items():
+            print(f"{name}: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     with _core(settings, "ai-service-cli") as core:
         endpoint = core.webhooks.create_endpoint(args.owner_service, args.url, events)
     print(_describe(endpoint))

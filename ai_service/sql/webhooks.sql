@@ -50,7 +50,8 @@ FROM jsonb_to_recordset(CAST(:items AS jsonb))
     AS x(job_id uuid, owner_service text, event_type text)
 JOIN webhook_endpoints e ON e.owner_service = x.owner_service
  AND e.state = 'active' AND x.event_type = ANY(e.events)
-LEFT JOIN job_callbacks cb ON cb.job_id = x.job_id AND cb.endpoint_id = e.id;
+LEFT JOIN job_callbacks cb ON cb.job_id = x.job_id AND cb.endpoint_id = e.id
+RETURNING id;
 
 -- name: lease_deliveries
 -- Due deliveries for one dispatcher, each under a fresh lease token: SKIP LOCKED so that

@@ -1,0 +1,124 @@
+"""The webhook registrations API and CLI: admins only, the secret shown once, rotation
+keeping the old secret for the overlap, refusals saying what is wrong."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ai_service.cli import main
+from ai_service.store.jobs import JobRepository
+from tests.conftest import issue_token, make_settings
+from tests.integration.conftest import client_with
+
+BODY = {"owner_service": "telephony", "url": "https://hooks.example.com/ai",
+        "events": ["job.completed", "job.failed"]}
+SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{32}$")
+
+
+def test_an_admin_registers_a_webhook_and_gets_its_secret_once(client: FlaskClient) -> None:
+    created = client.post("/api/v1/webhooks", json=BODY)
+    assert created.status_code == 201
+    answer = created.get_json()
+    assert SECRET.match(answer["secret"])
+    assert answer["state"] == "active" and answer["events"] == BODY["events"]
+
+    listed = client.get("/api/v1/webhooks").get_json()["webhooks"]
+    assert [hook["id"] for hook in listed] == [answer["id"]]
+    assert "secret" not in listed[0] and answer["secret"] not in str(listed)
+
+
+@pytest.mark.parametrize("role", ["caller", "worker"])
+def test_only_admins_manage_webhooks(app: Flask, repo: JobRepository, role: str) -> None:
+    other = client_with(app, issue_token(repo, role, ("telephony",)))
+    assert other.post("/api/v1/webhooks", json=BODY).status_code == 403
+    assert other.get("/api/v1/webhooks").status_code == 403
+
+
+def test_removing_a_webhook_and_then_a_missing_one(client: FlaskClient) -> None:
+    hook = client.post("/api/v1/webhooks", json=BODY).get_json()
+    assert client.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+    assert client.get("/api/v1/webhooks").get_json()["webhooks"] == []
+    missing = client.delete(f"/api/v1/webhooks/{hook['id']}")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "not_found"
+
+
+def test_rotation_answers_a_new_secret_and_keeps_the_old_one_for_a_day(
+        client: FlaskClient) -> None:
+    hook = client.post("/api/v1/webhooks", json=BODY).get_json()
+    rotated = client.post(f"/api/v1/webhooks/{hook['id']}/rotate")
+    assert rotated.status_code == 200
+    answer = rotated.get_json()
+    assert SECRET.match(answer["secret"]) and answer["secret"] != hook["secret"]
+    overlap = datetime.fromisoformat(answer["previous_secret_expires_at"]) - datetime.now(UTC)
+    assert timedelta(hours=23) < overlap <= timedelta(hours=24)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("url", "ftp://hooks.example.com/", "http:// or https://"),
+    ("url", "https://user:pw@hooks.example.com/", "credentials"),
+    ("url", "http://127.0.0.1:9000/hook", "WEBHOOK_URL_ALLOW"),
+    ("url", "http://169.254.169.254/latest", "link-local"),
+    ("events", ["job.exploded"], "unknown: job.exploded"),
+    ("events", [], "Length"),
+])
+def test_a_bad_registration_is_refused_saying_what_is_wrong(
+        client: FlaskClient, field: str, value: object, says: str) -> None:
+    refused = client.post("/api/v1/webhooks", json={**BODY, field: value})
+    assert refused.status_code == 422
+    error = refused.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert says.lower() in str(error["details"]).lower()
+
+
+def test_an_allowed_internal_address_may_be_registered(
+        make_app: object, database_url: str, repo: JobRepository) -> None:
+    app = make_app(make_settings(database_url, WEBHOOK_URL_ALLOW="127.0.0.1"))  # type: ignore[operator]
+    admin = client_with(app, issue_token(repo, "admin"))
+    assert admin.post("/api/v1/webhooks", json={
+        **BODY, "url": "http://127.0.0.1:9000/hook"}).status_code == 201
+
+
+# ----- the CLI --------------------------------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_adds_lists_rotates_and_removes_webhooks(
+        database_url: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    code, out, err = run(capsys, "webhooks", "add", "--owner-service", "telephony",
+                         "--url", "https://hooks.example.com/ai", "--event", "job.completed")
+    assert code == 0 and "shown only this once" in err
+    described, secret = out.strip().splitlines()
+    hook_id = described.split()[0]
+    assert SECRET.match(secret)
+
+    code, out, _ = run(capsys, "webhooks", "list")
+    assert code == 0 and hook_id in out and "job.completed" in out and secret not in out
+
+    code, out, err = run(capsys, "webhooks", "rotate", hook_id)
+    assert code == 0 and SECRET.match(out.strip()) and out.strip() != secret
+    assert "the old one signs too until" in err
+
+    assert run(capsys, "webhooks", "remove", hook_id)[0] == 0
+    code, _, err = run(capsys, "webhooks", "remove", hook_id)
+    assert code == 1 and "not found" in err
+
+
+def test_the_cli_refuses_a_bad_url(database_url: str, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    code, _, err = run(capsys, "webhooks", "add", "--owner-service", "telephony",
+                       "--url", "http://10.0.0.5/hook")
+    assert code == 2 and "url: 10.0.0.5 is a private address" in err
