@@ -26,6 +26,9 @@ class NewJob:
     run_after: datetime | None = None
     max_attempts: int = 3
     idempotency_key: str | None = None
+    # Where this job's webhook messages go instead of its registration's URL: must start with
+    # a URL registered for its owner service (see ai_service/webhook_registrations.py).
+    callback_url: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def as_json(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import (
     EXCLUDE,
@@ -189,6 +190,18 @@ RESULT_DOC = (
     "`transcribe`: `text`, `segments`, `language`, `duration_ms`.")
 
 
+def _callback_url(url: str) -> None:
+    """An http(s) URL with a host, without credentials or dot segments (a receiver that
+    resolves `..` would take it outside the registered URL it starts with)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValidationError("must not carry credentials")
+    if any(segment in (".", "..") for segment in parts.path.split("/")) or "%2e" in url.lower():
+        raise ValidationError("must not hold . or .. path segments")
+
+
 class JobFieldsSchema(InputSchema):
     """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
 
@@ -211,6 +224,13 @@ class JobFieldsSchema(InputSchema):
     idempotency_key = _name(
         m.IDEMPOTENCY_KEY_MAX,
         metadata={"description": "Reusing a key of the same owner_service returns that job."},
+    )
+    callback_url = fields.String(
+        validate=[validate.Length(min=1, max=2000), _check_json, _callback_url],
+        metadata={"description": (
+            "Where this job's webhook messages go, instead of its registration's URL; signed "
+            "with that registration's secret. It must start with a URL registered for the "
+            "owner_service (POST /webhooks), else 422.")},
     )
 
 

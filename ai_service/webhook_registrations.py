@@ -1,5 +1,6 @@
 """The rules of webhook registrations, the same for the admin API and the CLI: what a URL and
-a list of events must be, and which registration a job's callback_url falls under."""
+a list of events must be. (Which registration a job's callback_url falls under is decided
+where the job is inserted: insert_callbacks in ai_service/sql/webhooks.sql.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from urllib.parse import urlsplit
 from ai_service.errors import InvalidInput
 from ai_service.netpolicy import RefusedAddress, UrlPolicy, literal_address
 from ai_service.states import WebhookEvent
-from ai_service.store.webhooks import WebhookRepository
 
 MAX_URL_LENGTH = 2000
 
@@ -49,17 +49,3 @@ def check_registration(url: str, events: Sequence[str], policy: UrlPolicy) -> No
         errors["events"] = [f"unknown: {', '.join(unknown)}; known: {', '.join(WebhookEvent)}"]
     if errors:
         raise InvalidInput("the webhook registration is invalid", {"fields": errors})
-
-
-def callback_endpoint(webhooks: WebhookRepository, owner_service: str,
-                      callback_url: str) -> object:
-    """The registration a job's callback_url falls under: its URL must start with a URL
-    registered for the job's owner service, so a caller cannot have the service call anywhere
-    else. InvalidInput otherwise."""
-    endpoint_id = webhooks.endpoint_for_callback(owner_service, callback_url)
-    if endpoint_id is None:
-        raise InvalidInput(
-            "callback_url must start with a webhook URL registered for the owner service",
-            {"fields": {"callback_url": [
-                f"no active webhook of {owner_service!r} has a URL this one starts with"]}})
-    return endpoint_id

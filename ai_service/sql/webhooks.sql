@@ -27,18 +27,24 @@ WHERE id = :id
 RETURNING id, owner_service, url, events, state, disabled_reason, failing_since,
           previous_secret_expires_at, created_at, updated_at, secret, previous_secret;
 
--- name: endpoint_for_callback
--- The active registration of an owner service whose URL a job's callback_url starts with
--- (the longest such URL when several do).
-SELECT id FROM webhook_endpoints
-WHERE owner_service = :owner_service AND state = 'active'
-  AND left(:callback_url, length(url)) = url
-ORDER BY length(url) DESC, created_at
-LIMIT 1;
-
--- name: insert_callback
-INSERT INTO job_callbacks (job_id, endpoint_id, url) VALUES (:job_id, :endpoint_id, :url)
-ON CONFLICT (job_id) DO NOTHING;
+-- name: insert_callbacks
+-- New jobs' callback URLs, each under the active registration of its owner service whose URL
+-- it starts with (the longest when several do). It must start with the whole URL up to a
+-- boundary: https://a.example is no prefix of https://a.example.evil.com. Answers the jobs
+-- that found one; the caller refuses the batch when one did not.
+INSERT INTO job_callbacks (job_id, endpoint_id, url)
+SELECT x.job_id, e.id, x.url
+FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(job_id uuid, owner_service text, url text)
+CROSS JOIN LATERAL (
+    SELECT id FROM webhook_endpoints
+    WHERE owner_service = x.owner_service AND state = 'active'
+      AND (x.url = url
+           OR (left(x.url, length(url)) = url
+               AND (right(url, 1) = '/' OR substr(x.url, length(url) + 1, 1) IN ('/', '?'))))
+    ORDER BY length(url) DESC, created_at
+    LIMIT 1
+) e
+RETURNING job_id;
 
 -- name: queue_deliveries
 -- The outbox rows of jobs that reached a final state in the caller's transaction (cancel, a

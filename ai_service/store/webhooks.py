@@ -72,12 +72,6 @@ class WebhookRepository:
             raise EndpointNotFound(endpoint_id)
         return rows[0]
 
-    def endpoint_for_callback(self, owner_service: str, callback_url: str) -> uuid.UUID | None:
-        """The registration of `owner_service` a job's callback_url falls under, if any."""
-        rows = self.driver.autocommit_rows(queries["endpoint_for_callback"], {
-            "owner_service": owner_service, "callback_url": callback_url})
-        return rows[0][0] if rows else None
-
     def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> int:
         """Disable it and fail its pending deliveries; how many were failed."""
         [(dropped,)] = self.driver.autocommit_rows(

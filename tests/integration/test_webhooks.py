@@ -379,3 +379,22 @@ def _first(rows: list[DeliveryRow], attribute: str) -> Any:
 
 def _unused(_: Received, __: FlaskClient) -> None:  # keeps the imports honest for typing
     pass
+
+
+def test_a_jobs_callback_url_gets_its_message_signed_with_its_registrations_secret(
+        repo: JobRepository, service: JobService, webhooks: WebhookRepository,
+        receiver: WebhookReceiver, settings: Settings,
+        dispatchers: Callable[[Settings], Dispatcher]) -> None:
+    endpoint = register(webhooks, receiver)
+    dispatchers(settings)
+    callback = receiver.url + "/calls/42"
+    service.create_job(new_job(callback_url=callback))
+    job = claim_one(repo)
+    service.complete_job(lease_of(job), "ok")
+
+    [row] = deliveries(webhooks, job.id)
+    assert row.url == callback and row.endpoint_id == endpoint.id
+    wait_for_state(webhooks, job.id, DeliveryState.DELIVERED)
+    [message] = receiver.received
+    assert message.path == "/hooks/calls/42"
+    assert message.verified_by == (endpoint.secret,)

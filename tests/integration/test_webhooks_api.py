@@ -122,3 +122,63 @@ def test_the_cli_refuses_a_bad_url(database_url: str, monkeypatch: pytest.Monkey
     code, _, err = run(capsys, "webhooks", "add", "--owner-service", "telephony",
                        "--url", "http://10.0.0.5/hook")
     assert code == 2 and "url: 10.0.0.5 is a private address" in err
+
+
+# ----- a job's callback_url -------------------------------------------------------------------
+
+JOB = {"owner_service": "telephony", "owner_ref": "call/1", "task_type": "llm_chat",
+       "model_profile": "qwen2.5-14b", "input": {"user": "hi"}}
+
+
+@pytest.mark.parametrize("callback_url", [
+    "https://hooks.example.com/ai",
+    "https://hooks.example.com/ai/calls/42",
+    "https://hooks.example.com/ai?call=42",
+])
+def test_a_job_may_carry_a_callback_url_under_a_registered_one(
+        client: FlaskClient, callback_url: str) -> None:
+    client.post("/api/v1/webhooks", json=BODY)
+    created = client.post("/api/v1/jobs", json={**JOB, "callback_url": callback_url})
+    assert created.status_code == 201, created.get_json()
+
+
+@pytest.mark.parametrize("callback_url", [
+    "https://elsewhere.example.com/ai",
+    "https://hooks.example.com/aix",  # not at a boundary of the registered URL
+    "https://hooks.example.com/ai.evil.com/",
+    "http://hooks.example.com/ai",  # another scheme
+])
+def test_a_callback_url_under_no_registration_of_the_owner_service_is_refused(
+        client: FlaskClient, repo: JobRepository, callback_url: str) -> None:
+    client.post("/api/v1/webhooks", json=BODY)
+    client.post("/api/v1/webhooks", json={**BODY, "owner_service": "billing",
+                                          "url": "https://elsewhere.example.com/ai"})
+    refused = client.post("/api/v1/jobs", json={**JOB, "callback_url": callback_url})
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["details"]["fields"]["callback_url"] == [callback_url]
+    assert client.get("/api/v1/jobs").get_json()["jobs"] == []  # nothing was created
+
+
+@pytest.mark.parametrize(("callback_url", "says"), [
+    ("https://hooks.example.com/ai/../admin", ". or .."),
+    ("https://hooks.example.com/ai/%2e%2e/admin", ". or .."),
+    ("https://u:p@hooks.example.com/ai", "credentials"),
+    ("file:///etc/passwd", "http"),
+])
+def test_a_malformed_callback_url_is_refused_by_the_schema(
+        client: FlaskClient, callback_url: str, says: str) -> None:
+    client.post("/api/v1/webhooks", json=BODY)
+    refused = client.post("/api/v1/jobs", json={**JOB, "callback_url": callback_url})
+    assert refused.status_code == 422
+    assert says in str(refused.get_json()["error"]["details"])
+
+
+def test_a_batch_with_one_unregistered_callback_url_creates_nothing(
+        client: FlaskClient) -> None:
+    client.post("/api/v1/webhooks", json=BODY)
+    refused = client.post("/api/v1/jobs/batch", json={"defaults": JOB, "jobs": [
+        {"callback_url": "https://hooks.example.com/ai/1"},
+        {"callback_url": "https://evil.example.com/"},
+    ]})
+    assert refused.status_code == 422
+    assert client.get("/api/v1/jobs").get_json()["jobs"] == []

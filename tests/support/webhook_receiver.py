@@ -31,6 +31,7 @@ class Received:
     body: dict[str, Any]
     verified_by: tuple[str, ...]  # the secrets the message verified under
     status: int  # what the receiver answered
+    path: str
 
 
 @dataclass
@@ -56,7 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         receiver.record(Received(
             headers.get("webhook-id", ""), headers, json.loads(raw),
-            tuple(s for s in receiver.secrets if _verifies(s, raw, headers)), script.status))
+            tuple(s for s in receiver.secrets if _verifies(s, raw, headers)), script.status,
+            self.path))
         self.send_response(script.status)
         for name, value in script.headers.items():
             self.send_header(name, value)
