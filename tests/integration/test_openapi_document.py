@@ -35,6 +35,10 @@ OPERATIONS = {
     ("post", "/api/v1/jobs/{job_id}/cancel"): "cancelJob",
     ("get", "/api/v1/stats"): "getStats",
     ("get", "/api/v1/providers/status"): "getProvidersStatus",
+    ("get", "/api/v1/webhooks"): "listWebhooks",
+    ("post", "/api/v1/webhooks"): "createWebhook",
+    ("delete", "/api/v1/webhooks/{webhook_id}"): "deleteWebhook",
+    ("post", "/api/v1/webhooks/{webhook_id}/rotate"): "rotateWebhookSecret",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
@@ -53,6 +57,10 @@ ERRORS = {
     "cancelJob": EVERY | {"403", "404", "409"},
     "getStats": EVERY | {"403"},
     "getProvidersStatus": EVERY | {"403"},
+    "listWebhooks": EVERY | {"403", "422"},
+    "createWebhook": EVERY | BODY | {"403"},
+    "deleteWebhook": EVERY | {"403", "404"},
+    "rotateWebhookSecret": EVERY | {"403", "404"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 
@@ -122,6 +130,8 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
         "completeJob": {**lease, "result": None},
         "failJob": {**lease, "category": "boom"},
         "heartbeatJob": lease,
+        "createWebhook": {"owner_service": "telephony", "url": "https://hooks.example.com/",
+                          "events": ["job.completed"]},
     }
     clients = {"anonymous": app.test_client(), **{
         role: client_with(app, issue_token(repo, role, ("telephony",) if role == "caller" else ()))
@@ -130,7 +140,8 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
     for role, client in clients.items():
         for method, path, operation in operations(doc):
             name = operation["operationId"]
-            url = path.replace("{job_id}", str(job.id))
+            url = path.replace("{job_id}", str(job.id)).replace(
+                "{webhook_id}", str(uuid.uuid4()))
             response = client.open(url, method=method.upper(), json=bodies.get(name))
             assert str(response.status_code) in operation["responses"], (role, name, response.json)
             assert (response.status_code == 401) == (role == "anonymous"), (role, name)
