@@ -13,7 +13,7 @@ from types import FrameType
 
 from ai_service.composition import Core, build_core
 from ai_service.config import Settings
-from ai_service.dispatcher import build_dispatcher
+from ai_service.dispatcher import build_dispatcher, dispatcher_core
 from ai_service.errors import InvalidInput
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
@@ -89,12 +89,15 @@ def _dispatch(settings: Settings, _: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with _core(settings, "ai-service-dispatch") as core:
+    core = dispatcher_core(settings)
+    try:
         dispatcher = build_dispatcher(core.webhooks, core.store, settings).start()
         while not stop.wait(1.0):
             if not dispatcher.running:  # it died of a fault it does not wait out
                 return 70
         dispatcher.stop()
+    finally:
+        core.close()
     return 0
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
 from ai_service.backoff import Backoff
+from ai_service.composition import Core, build_core
 from ai_service.config import Settings
 from ai_service.errors import DatabaseUnavailable, JobNotFound
 from ai_service.listen import libpq_url, listening
@@ -222,6 +223,14 @@ def _context(delivery: LeasedDelivery) -> dict[str, object]:
 def _lost_lease(delivery: LeasedDelivery) -> None:
     log.warning("webhook %s: the lease ran out during the attempt; another dispatcher has "
                 "it now", delivery.id, extra=_context(delivery))
+
+
+def dispatcher_core(settings: Settings) -> Core:
+    """The dispatcher's own pool, apart from the worker's (which needs four connections and
+    has as many): a lease, and a record per sender at once. Connections open only when used.
+    No pre-ping: the dispatcher waits out an outage and its leases run out meanwhile."""
+    return build_core(replace(settings, db_pool_size=settings.webhook_concurrency + 1),
+                      "ai-service-dispatch", pre_ping=False)
 
 
 def build_dispatcher(webhooks: WebhookRepository, jobs: JobRepository,

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from ai_service import db, metrics
 from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings
-from ai_service.dispatcher import build_dispatcher
+from ai_service.dispatcher import build_dispatcher, dispatcher_core
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
 from ai_service.netpolicy import UrlPolicy
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     # A dead worker's last attempt fails here even if no process claims again.
     sweeper = Sweeper(core.service, settings.sweep_interval).start()
     # Webhook deliveries go out from here unless operators run `ai-service dispatch` instead.
-    dispatcher = (build_dispatcher(core.webhooks, core.store, settings).start()
-                  if settings.webhook_dispatch else None)
+    hooks = dispatcher_core(settings) if settings.webhook_dispatch else None
+    dispatcher = (build_dispatcher(hooks.webhooks, hooks.store, settings).start()
+                  if hooks is not None else None)
     try:
         worker.run()
     except Exception:
@@ -156,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         sweeper.stop()
-        if dispatcher is not None:
+        if dispatcher is not None and hooks is not None:
             dispatcher.stop()
+            hooks.close()
     core.close()
     return EXIT_FAILED if worker.failure else 0
 

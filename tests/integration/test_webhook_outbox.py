@@ -6,11 +6,14 @@ registration. Where writing the delivery fails, the change does not happen eithe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
+from ai_service.dispatcher import CHANNEL
+from ai_service.listen import libpq_url
 from ai_service.rows import JobRow, WebhookEndpoint
 from ai_service.service import JobService
 from ai_service.states import DeliveryState, ErrorCategory, JobStatus
@@ -225,3 +228,32 @@ def test_prune_keeps_a_job_whose_delivery_is_pending_and_takes_finished_ones_alo
     assert len(queued(repo, pending_job.id)) == 1
 
 
+
+
+# ----- waking the dispatchers -----------------------------------------------------------------
+
+
+def notices_during(database_url: str, change: Callable[[], object]) -> list[str]:
+    """The payloads on the dispatchers' channel that `change` made PostgreSQL deliver."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f"LISTEN {CHANNEL}")
+        change()
+        return [n.payload for n in conn.notifies(timeout=1.0, stop_after=5)]
+
+
+def test_a_statement_that_queues_deliveries_wakes_the_dispatchers_once(
+        repo: JobRepository, service: JobService, webhooks: WebhookRepository,
+        database_url: str) -> None:
+    register(webhooks)
+    for _ in range(3):
+        service.create_job(new_job())
+    jobs = repo.claim_jobs("w1", 3, lease_seconds=60)
+    woken = notices_during(database_url, lambda: service.complete_jobs(
+        "w1", [(lease_of(job), "ok") for job in jobs]))
+    assert woken == [""]
+
+
+def test_a_completion_that_queues_nothing_wakes_nobody(
+        repo: JobRepository, service: JobService, database_url: str) -> None:
+    job = running_job(repo, service)
+    assert notices_during(database_url, lambda: service.complete_job(lease_of(job), "ok")) == []
