@@ -5,14 +5,16 @@ The receiver's URL was chosen by a caller (a registration, a job's callback_url)
 reached as `audio_url` is (ai_service/netpolicy.py): only vetted addresses, connected to
 directly (no proxy from the environment), loopback and private networks only where
 WEBHOOK_URL_ALLOW opens them. Redirects are not followed (a 3xx is a failed attempt), and at
-most RESPONSE_BYTES of the answer are read: its body only ever goes to an operator's view of
-the last error."""
+most RESPONSE_BYTES of the answer are read and none of it kept: an attempt's error is its
+status and standard phrase, or how the connection failed, never the receiver's text nor the
+URL (which may carry a token)."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import requests
@@ -23,6 +25,7 @@ from ai_service.providers.http import (
     ProviderError,
     ThreadSessions,
     abortable,
+    classify_exception,
     parse_retry_after,
     total_deadline,
 )
@@ -34,7 +37,6 @@ from ai_service.webhook_signing import headers
 RECEIVER_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 5.0
 RESPONSE_BYTES = 4096
-MAX_ERROR_TEXT = 300
 
 # Svix's schedule: after the first attempt, these waits, then the delivery has failed.
 RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -96,7 +98,11 @@ class Sender:
         except ProviderError:  # the total deadline passed
             return Answer(None, f"no answer within {RECEIVER_TIMEOUT:g}s")
         except requests.RequestException as exc:
-            return Answer(None, _short(f"{type(exc).__name__}: {exc}"))
+            # Classified, never the exception's text: requests quotes the URL in it, and a
+            # receiver's URL may carry a token of its own.
+            reason = classify_exception(exc, None)
+            return Answer(None, str(getattr(reason, "message", reason)).replace(
+                "the provider", "the receiver"))
 
     def _post(self, url: str, body: bytes, signed: dict[str, str]) -> Answer:
         session = self._sessions.get()
@@ -105,26 +111,31 @@ class Sender:
                                      "User-Agent": "ai-service-webhooks"},
             allow_redirects=False, stream=True, timeout=(CONNECT_TIMEOUT, RECEIVER_TIMEOUT))
         with response:
-            text = _capped_text(response)
+            _drain(response)
         code = response.status_code
         if 200 <= code < 300:
             return Answer(code)
         retry_after = (parse_retry_after(response.headers.get("Retry-After"))
                        if code in (429, 503) else None)
-        return Answer(code, _short(f"HTTP {code}: {text}".rstrip(": ")), retry_after)
+        # The number and its standard phrase, never the receiver's own text (as for audio_url).
+        return Answer(code, f"HTTP {code} {_phrase(code)}".rstrip(), retry_after)
 
 
-def _capped_text(response: requests.Response) -> str:
-    read = b""
+def _drain(response: requests.Response) -> None:
+    """Read at most RESPONSE_BYTES of the answer: a connection whose answer was read to its
+    end goes back to the pool, and a receiver streaming without end is cut off."""
+    read = 0
     for chunk in response.iter_content(1024):
-        read += chunk
-        if len(read) >= RESPONSE_BYTES:
+        read += len(chunk)
+        if read >= RESPONSE_BYTES:
             break
-    return read[:RESPONSE_BYTES].decode("utf-8", "replace").strip()
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
 
 
 def next_delay(attempts: int, retry_after: float | None) -> float | None:

@@ -398,3 +398,20 @@ def test_a_jobs_callback_url_gets_its_message_signed_with_its_registrations_secr
     [message] = receiver.received
     assert message.path == "/hooks/calls/42"
     assert message.verified_by == (endpoint.secret,)
+
+
+def test_a_failed_attempt_records_and_logs_neither_the_url_nor_the_receivers_text(
+        repo: JobRepository, service: JobService, webhooks: WebhookRepository,
+        settings: Settings, dispatchers: Callable[[Settings], Dispatcher],
+        caplog: pytest.LogCaptureFixture) -> None:
+    down = WebhookReceiver()  # refuses connections
+    token_url = down.url + "?token=receiver-own-secret"
+    webhooks.create_endpoint("telephony", token_url, ALL_EVENTS)
+    dispatchers(settings)
+    job = complete_a_job(repo, service)
+
+    assert _wait_for(lambda: _first(deliveries(webhooks, job.id), "last_error") is not None)
+    [row] = deliveries(webhooks, job.id)
+    down.close()
+    assert row.last_error == "could not connect to the receiver"
+    assert "receiver-own-secret" not in caplog.text and str(down.port) not in caplog.text
