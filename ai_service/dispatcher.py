@@ -31,12 +31,11 @@ from ai_service.netpolicy import UrlPolicy
 from ai_service.providers.http import ThreadSessions
 from ai_service.rows import LeasedDelivery
 from ai_service.store.jobs import JobRepository
-from ai_service.store.webhooks import Attempt, WebhookRepository
+from ai_service.store.webhooks import CHANNEL, Attempt, WebhookRepository
 from ai_service.webhook_delivery import Answer, Sender, next_delay, render
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "ai_service_webhooks"  # NOTIFYed by the outbox's trigger (alembic migration)
 RECONNECT_DELAY = 5.0
 
 

@@ -519,3 +519,32 @@ class WebhookListSchema(Schema):
 
 class WebhookListQuerySchema(InputSchema):
     owner_service = _name(m.OWNER_SERVICE_MAX)
+
+
+class DeliverySchema(Schema):
+    """A webhook delivery: one message to one registration, tried until delivered or failed."""
+
+    id = fields.UUID(required=True, metadata={"description": "The `webhook-id` it is sent with."})
+    webhook_id = fields.UUID(required=True, attribute="endpoint_id")
+    job_id = fields.UUID(required=True)
+    event_type = fields.String(required=True)
+    url = fields.String(required=True)
+    state = fields.String(required=True, metadata={
+        "description": "pending (being tried), delivered or failed."})
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.DateTime(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class DeliveryListSchema(Schema):
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+
+
+class DeliveryListQuerySchema(InputSchema):
+    job_id = fields.UUID()
+    webhook_id = fields.UUID()
+    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))

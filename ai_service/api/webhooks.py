@@ -13,6 +13,9 @@ from ai_service.api.bodies import Blueprint
 from ai_service.auth import ROLE_ADMIN
 from ai_service.netpolicy import UrlPolicy
 from ai_service.schemas import (
+    DeliveryListQuerySchema,
+    DeliveryListSchema,
+    DeliverySchema,
     WebhookCreateSchema,
     WebhookListQuerySchema,
     WebhookListSchema,
@@ -74,3 +77,30 @@ class WebhookRotate(MethodView):
         """A new signing secret, shown this once; the old one signs too for 24 hours, so
         receivers can switch without missing a message."""
         return services().webhooks.rotate_endpoint(webhook_id)
+
+
+@blp.route("/deliveries")
+class Deliveries(MethodView):
+    @allow(ROLE_ADMIN)
+    @blp.arguments(DeliveryListQuerySchema, location="query")
+    @blp.response(200, DeliveryListSchema)
+    @blp.errors(403)
+    @blp.doc(operationId="listWebhookDeliveries")
+    def get(self, query: dict[str, Any]) -> Any:
+        """Deliveries, newest first: of one job, one registration (`webhook_id`), in one
+        state."""
+        return {"deliveries": services().webhooks.list_deliveries(
+            job_id=query.get("job_id"), endpoint_id=query.get("webhook_id"),
+            state=query.get("state"), limit=query["limit"])}
+
+
+@blp.route("/deliveries/<uuid:delivery_id>/replay")
+class DeliveryReplay(MethodView):
+    @allow(ROLE_ADMIN)
+    @blp.response(200, DeliverySchema)
+    @blp.errors(403, 404, 409)
+    @blp.doc(operationId="replayWebhookDelivery")
+    def post(self, delivery_id: uuid.UUID) -> Any:
+        """Send a delivered or failed delivery again, at once: the same webhook-id and body,
+        its attempts counted afresh. 409 while it is pending or its registration disabled."""
+        return services().webhooks.replay_delivery(delivery_id)

@@ -135,10 +135,28 @@ WITH disabled AS (
 SELECT count(*) FROM dropped;
 
 -- name: list_deliveries
+-- Newest first; a NULL filter is no filter.
 SELECT id, endpoint_id, job_id, event_type, url, state, attempts, next_attempt_at,
        last_status_code, last_error, created_at, finished_at
 FROM webhook_deliveries
 WHERE (CAST(:job_id AS uuid) IS NULL OR job_id = CAST(:job_id AS uuid))
   AND (CAST(:endpoint_id AS uuid) IS NULL OR endpoint_id = CAST(:endpoint_id AS uuid))
-ORDER BY created_at, id
+  AND (CAST(:state AS text) IS NULL OR state = CAST(:state AS text))
+ORDER BY created_at DESC, id DESC
 LIMIT :limit;
+
+-- name: replay_delivery
+-- An operator sends a finished delivery again: due now, its attempts counted afresh, the
+-- same webhook-id and the same bytes (its payload is kept). Only a delivered or failed one,
+-- of an active registration: a pending one is still being tried.
+UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, next_attempt_at = now(),
+    finished_at = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+FROM webhook_endpoints e
+WHERE d.id = :id AND e.id = d.endpoint_id AND e.state = 'active'
+  AND d.state IN ('delivered', 'failed')
+RETURNING d.id, d.endpoint_id, d.job_id, d.event_type, d.url, d.state, d.attempts,
+          d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.finished_at;
+
+-- name: delivery_and_endpoint_state
+SELECT d.state, e.state FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+WHERE d.id = :id;

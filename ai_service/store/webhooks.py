@@ -13,14 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ai_service.driver import Driver, class_rows
-from ai_service.errors import NotFound
+from ai_service.errors import Conflict, NotFound
 from ai_service.rows import DeliveryRow, LeasedDelivery, WebhookEndpoint
 from ai_service.sql import queries
+from ai_service.states import EndpointState
 from ai_service.webhook_signing import new_secret
 
 _ENDPOINT = class_rows(WebhookEndpoint)
 _LEASED = class_rows(LeasedDelivery)
 _DELIVERY = class_rows(DeliveryRow)
+
+# The channel the dispatchers LISTEN on; the outbox's trigger NOTIFYs it for new deliveries.
+CHANNEL = "ai_service_webhooks"
 
 # How long a rotated-out secret still signs.
 ROTATION_OVERLAP_SECONDS = 24 * 3600.0
@@ -107,10 +111,32 @@ class WebhookRepository:
         return True, bool(failing_too_long)
 
     def list_deliveries(self, *, job_id: uuid.UUID | None = None,
-                        endpoint_id: uuid.UUID | None = None,
+                        endpoint_id: uuid.UUID | None = None, state: str | None = None,
                         limit: int = 100) -> list[DeliveryRow]:
+        """Newest first."""
         return self.driver.autocommit_rows(queries["list_deliveries"], {
-            "job_id": job_id, "endpoint_id": endpoint_id, "limit": limit}, _DELIVERY)
+            "job_id": job_id, "endpoint_id": endpoint_id, "state": state, "limit": limit},
+            _DELIVERY)
+
+    def replay_delivery(self, delivery_id: uuid.UUID) -> DeliveryRow:
+        """Send a delivered or failed delivery again (same webhook-id, same body), waking the
+        dispatchers with the change. NotFound, or Conflict naming why not."""
+        with self.driver.transaction() as conn:
+            rows = self.driver.rows(conn, queries["replay_delivery"], {"id": delivery_id},
+                                    _DELIVERY)
+            if rows:
+                self.driver.rows(conn, queries["notify"], {"channel": CHANNEL, "payload": ""})
+        if rows:
+            return rows[0]
+        states = self.driver.autocommit_rows(queries["delivery_and_endpoint_state"],
+                                             {"id": delivery_id})
+        if not states:
+            raise NotFound(f"webhook delivery {delivery_id} not found", {"id": str(delivery_id)})
+        [(delivery_state, endpoint_state)] = states
+        reason = ("its registration is disabled" if endpoint_state != EndpointState.ACTIVE
+                  else "it is still pending")
+        raise Conflict(f"webhook delivery {delivery_id} cannot be replayed: {reason}",
+                       {"state": delivery_state, "webhook_state": endpoint_state})
 
 
 def queue_items(jobs: Sequence[tuple[uuid.UUID, str, str]]) -> str:

@@ -39,6 +39,8 @@ OPERATIONS = {
     ("post", "/api/v1/webhooks"): "createWebhook",
     ("delete", "/api/v1/webhooks/{webhook_id}"): "deleteWebhook",
     ("post", "/api/v1/webhooks/{webhook_id}/rotate"): "rotateWebhookSecret",
+    ("get", "/api/v1/webhooks/deliveries"): "listWebhookDeliveries",
+    ("post", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): "replayWebhookDelivery",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
@@ -61,6 +63,8 @@ ERRORS = {
     "createWebhook": EVERY | BODY | {"403"},
     "deleteWebhook": EVERY | {"403", "404"},
     "rotateWebhookSecret": EVERY | {"403", "404"},
+    "listWebhookDeliveries": EVERY | {"403", "422"},
+    "replayWebhookDelivery": EVERY | {"403", "404", "409"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 
@@ -141,7 +145,7 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
         for method, path, operation in operations(doc):
             name = operation["operationId"]
             url = path.replace("{job_id}", str(job.id)).replace(
-                "{webhook_id}", str(uuid.uuid4()))
+                "{webhook_id}", str(uuid.uuid4())).replace("{delivery_id}", str(uuid.uuid4()))
             response = client.open(url, method=method.upper(), json=bodies.get(name))
             assert str(response.status_code) in operation["responses"], (role, name, response.json)
             assert (response.status_code == 401) == (role == "anonymous"), (role, name)

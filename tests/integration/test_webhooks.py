@@ -415,3 +415,23 @@ def test_a_failed_attempt_records_and_logs_neither_the_url_nor_the_receivers_tex
     down.close()
     assert row.last_error == "could not connect to the receiver"
     assert "receiver-own-secret" not in caplog.text and str(down.port) not in caplog.text
+
+
+def test_a_failed_delivery_replayed_is_sent_again_under_the_same_webhook_id(
+        repo: JobRepository, service: JobService, webhooks: WebhookRepository,
+        receiver: WebhookReceiver, settings: Settings,
+        dispatchers: Callable[[Settings], Dispatcher]) -> None:
+    register(webhooks, receiver)
+    receiver.answer(Script(500))
+    job = complete_a_job(repo, service)
+    sql(repo, "UPDATE webhook_deliveries SET attempts = 7 WHERE job_id = :id", id=job.id)
+    dispatchers(settings)
+    failed = wait_for_state(webhooks, job.id, DeliveryState.FAILED)
+
+    replayed = webhooks.replay_delivery(failed.id)
+    assert replayed.state == DeliveryState.PENDING and replayed.attempts == 0
+    delivered = wait_for_state(webhooks, job.id, DeliveryState.DELIVERED)
+    assert delivered.attempts == 1
+    first, second = receiver.received
+    assert first.webhook_id == second.webhook_id == str(failed.id)
+    assert first.body == second.body and second.verified_by

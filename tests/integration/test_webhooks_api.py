@@ -4,6 +4,7 @@ keeping the old secret for the overlap, refusals saying what is wrong."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,9 +12,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ai_service.cli import main
+from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
+from ai_service.store.webhooks import WebhookRepository
 from tests.conftest import issue_token, make_settings
 from tests.integration.conftest import client_with
+from tests.integration.helpers import claim_one, lease_of, new_job
 
 BODY = {"owner_service": "telephony", "url": "https://hooks.example.com/ai",
         "events": ["job.completed", "job.failed"]}
@@ -182,3 +186,49 @@ def test_a_batch_with_one_unregistered_callback_url_creates_nothing(
     ]})
     assert refused.status_code == 422
     assert client.get("/api/v1/jobs").get_json()["jobs"] == []
+
+
+# ----- deliveries -----------------------------------------------------------------------------
+
+
+def finished_job_with_delivery(client: FlaskClient, repo: JobRepository) -> tuple[str, str]:
+    """(job id, delivery id) of a completed job of a registered owner service."""
+    hook = client.post("/api/v1/webhooks", json=BODY).get_json()
+    service = JobService(repo)
+    service.create_job(new_job())
+    job = claim_one(repo)
+    service.complete_job(lease_of(job), "ok")
+    [delivery] = client.get(f"/api/v1/webhooks/deliveries?job_id={job.id}").get_json()[
+        "deliveries"]
+    assert delivery["webhook_id"] == hook["id"] and delivery["state"] == "pending"
+    return str(job.id), delivery["id"]
+
+
+def test_deliveries_are_listed_by_job_registration_and_state(
+        client: FlaskClient, repo: JobRepository) -> None:
+    job_id, delivery_id = finished_job_with_delivery(client, repo)
+    listed = client.get("/api/v1/webhooks/deliveries?state=pending").get_json()["deliveries"]
+    assert [d["id"] for d in listed] == [delivery_id] and listed[0]["job_id"] == job_id
+    assert client.get("/api/v1/webhooks/deliveries?state=failed").get_json() == {
+        "deliveries": []}
+    assert client.get("/api/v1/webhooks/deliveries?state=lost").status_code == 422
+
+
+def test_a_pending_delivery_cannot_be_replayed_nor_an_unknown_one(
+        client: FlaskClient, repo: JobRepository) -> None:
+    _, delivery_id = finished_job_with_delivery(client, repo)
+    pending = client.post(f"/api/v1/webhooks/deliveries/{delivery_id}/replay")
+    assert pending.status_code == 409
+    assert "still pending" in pending.get_json()["error"]["message"]
+    missing = client.post(f"/api/v1/webhooks/deliveries/{uuid.uuid4()}/replay")
+    assert missing.status_code == 404
+
+
+def test_a_delivery_of_a_disabled_registration_cannot_be_replayed(
+        client: FlaskClient, repo: JobRepository) -> None:
+    _, delivery_id = finished_job_with_delivery(client, repo)
+    [delivery] = WebhookRepository(repo.driver).list_deliveries()
+    WebhookRepository(repo.driver).disable_endpoint(delivery.endpoint_id, "gone")
+    refused = client.post(f"/api/v1/webhooks/deliveries/{delivery_id}/replay")
+    assert refused.status_code == 409
+    assert "disabled" in refused.get_json()["error"]["message"]
