@@ -83,6 +83,9 @@ class _Server(ThreadingHTTPServer):
         super().__init__(sock.getsockname(), _Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
+        # A connection its client gave up on between select() and accept() leaves a blocking
+        # accept() waiting for the next one, and shutdown() waiting on it: accept() times out.
+        self.socket.settimeout(1.0)
         self.server_activate()
         self.receiver = receiver
 
