@@ -34,6 +34,7 @@ class _Receiver(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.socket.settimeout(1.0)  # see tests/support/webhook_receiver.py
         self.arrived: dict[str, float] = {}
         self.lock = threading.Lock()
 
