@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ai_service import db, localpg
 from ai_service.auth import ROLE_CALLER, hash_token
+from ai_service.cli_webhooks import add_webhook_commands
 from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings, parse_duration
 from ai_service.errors import ServiceError
@@ -22,9 +23,9 @@ from ai_service.store.tokens import TokenRepository
 
 DESCRIPTION = (
     "Operator commands of the AI Service: schema migrations, a settings check, API tokens, "
-    "owner services' share of the workers and pruning of finished jobs. They read the "
-    "service's environment; when DATABASE_URL is unset they use the local PostgreSQL "
-    "cluster that 'make run' started in .pgdata."
+    "owner services' share of the workers, webhook registrations and their dispatcher, "
+    "and pruning of finished jobs. They read the service's environment; when DATABASE_URL "
+    "is unset they use the local PostgreSQL cluster that 'make run' started in .pgdata."
 )
 
 
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(run=_check_config)
     _add_token_commands(commands)
     _add_owner_commands(commands)
+    add_webhook_commands(commands)
     prune = commands.add_parser(
         "prune", help="delete finished jobs older than a duration, in small batches"
     )

@@ -13,6 +13,7 @@ from ai_service.config import Settings
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
 from ai_service.store.tokens import TokenRepository
+from ai_service.store.webhooks import WebhookRepository
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Core:
     engine: Engine
     store: JobRepository
     tokens: TokenRepository
+    webhooks: WebhookRepository
     service: JobService
 
     def close(self) -> None:
@@ -52,4 +54,5 @@ def build_core(settings: Settings, application_name: str, *, pre_ping: bool = Tr
     an outage anyway, turns it off."""
     store = make_repository(settings, application_name, pre_ping)
     return Core(settings=settings, engine=store.engine, store=store,
-                tokens=TokenRepository(store), service=JobService(store))
+                tokens=TokenRepository(store), webhooks=WebhookRepository(store.driver),
+                service=JobService(store))

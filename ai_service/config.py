@@ -334,6 +334,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUDIO_URL_ALLOW", "audio_url_allow", HOSTS, "",
             "internal hosts and CIDRs `audio_url` may reach, e.g. `minio,10.20.0.0/16` "
             "(see Security)", WORKER),
+    Setting("WEBHOOK_DISPATCH", "webhook_dispatch", BOOLEAN, "true",
+            "run a webhook dispatcher in the worker process (else run `ai-service dispatch`; "
+            "see Webhooks)", WORKER),
+    Setting("WEBHOOK_CONCURRENCY", "webhook_concurrency", INTEGER, "8",
+            "webhook deliveries a dispatcher sends at once", WORKER, bound=POSITIVE),
+    Setting("WEBHOOK_LEASE", "webhook_lease", DURATION, "1m",
+            "how long a dispatcher holds a delivery it sends; a dispatcher killed mid-send "
+            "leaves it to another after this (longer than the 15s a receiver is given)",
+            WORKER, bound=AtLeast(20)),
+    Setting("WEBHOOK_URL_ALLOW", "webhook_url_allow", HOSTS, "",
+            "internal hosts and CIDRs webhook URLs may reach, e.g. `hooks.internal,10.0.0.0/8` "
+            "(see Security)", BOTH),
+    Setting("WEBHOOK_MAX_RESULT_BYTES", "webhook_max_result_bytes", INTEGER, "65536",
+            "a job's result larger than this (as JSON) is left out of its webhook message, "
+            "which says so (`result_omitted`)", WORKER, bound=NON_NEGATIVE),
+    Setting("WEBHOOK_DISABLE_AFTER", "webhook_disable_after", DURATION, "5d",
+            "a registration whose deliveries have failed for this long is disabled", WORKER,
+            bound=POSITIVE),
     Setting("WORKER_ID", "worker_id", TEXT, _default_worker_id,
             "stored on every job the worker claims", WORKER, default_shown="hostname-pid"),
     Setting("WORKER_POLL_INTERVAL", "worker_poll_interval", DURATION, "2s",
@@ -435,6 +453,12 @@ class Settings:
     whisperx_timeout: float
     whisperx_max_audio_bytes: int
     audio_url_allow: tuple[str, ...]
+    webhook_dispatch: bool
+    webhook_concurrency: int
+    webhook_lease: float
+    webhook_url_allow: tuple[str, ...]
+    webhook_max_result_bytes: int
+    webhook_disable_after: float
     worker_id: str
     worker_poll_interval: float
     worker_claim_limit: int

@@ -12,7 +12,8 @@ from typing import Any
 
 from ai_service.rows import JobBrief, JobRow
 
-CONTEXT_FIELDS = ("request_id", "job_id", "task_type", "worker_id", "error_category")
+CONTEXT_FIELDS = ("request_id", "job_id", "task_type", "worker_id", "error_category",
+                  "webhook_id", "webhook_endpoint")
 
 
 def _header(record: logging.LogRecord) -> dict[str, Any]:

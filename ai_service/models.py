@@ -281,3 +281,85 @@ class ProviderEndpointLoad(Base):
     worker_id: Mapped[str] = mapped_column(Text, primary_key=True)
     in_flight: Mapped[int] = mapped_column(Integer)
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEndpoint(Base):
+    """A webhook registration: where an owner service's job outcomes go, and the secret they
+    are signed with. The secret is kept as issued, not hashed: signing needs it (see the
+    outbox migration on how it is protected)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner_service: Mapped[str] = mapped_column(String(OWNER_SERVICE_MAX))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(
+        String(16), server_default=text(f"'{states.EndpointState.ACTIVE}'"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("state IN ({})".format(
+            ", ".join(f"'{s}'" for s in states.EndpointState)), name="state"),
+        Index("ix_webhook_endpoints_owner_service", "owner_service",
+              postgresql_where=text(f"state = '{states.EndpointState.ACTIVE}'")),
+    )
+
+
+class WebhookDelivery(Base):
+    """The outbox: one message for one registration, written with its job's final state. Its
+    id is the `webhook-id` every attempt sends. No foreign key to jobs, as for job_events: a
+    job is pruned with its finished deliveries, never while one is pending."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    event_type: Mapped[str] = mapped_column(String(EVENT_MAX))
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(
+        String(16), server_default=text(f"'{states.DeliveryState.PENDING}'"))
+    # The message as first rendered: every retry sends the same bytes.
+    payload: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now())
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ({})".format(
+            ", ".join(f"'{s}'" for s in states.DeliveryState)), name="state"),
+        # What the dispatchers lease from: stays small however many were delivered.
+        Index("ix_webhook_deliveries_due", "next_attempt_at",
+              postgresql_where=text(f"state = '{states.DeliveryState.PENDING}'")),
+        Index("ix_webhook_deliveries_job_id", "job_id"),
+        Index("ix_webhook_deliveries_endpoint_id", "endpoint_id"),
+    )
+
+
+class JobCallback(Base):
+    """A job's callback_url: the registration it falls under (whose secret signs) and the URL
+    that replaces that registration's own for this job."""
+
+    __tablename__ = "job_callbacks"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_job_callbacks_endpoint_id", "endpoint_id"),)

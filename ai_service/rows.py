@@ -26,6 +26,9 @@ class NewJob:
     run_after: datetime | None = None
     max_attempts: int = 3
     idempotency_key: str | None = None
+    # Where this job's webhook messages go instead of its registration's URL: must start with
+    # a URL registered for its owner service (see ai_service/webhook_registrations.py).
+    callback_url: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def as_json(self) -> dict[str, Any]:
@@ -171,3 +174,57 @@ class OwnerRow:
     max_running: int | None
     max_priority: int
     updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A webhook registration. Its secrets sign; they are shown once, at create and rotate,
+    and never in a listing, a log line or a repr."""
+
+    id: uuid.UUID
+    owner_service: str
+    url: str
+    events: list[str]
+    state: str
+    disabled_reason: str | None
+    failing_since: datetime | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    secret: str = field(repr=False)
+    previous_secret: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedDelivery:
+    """A delivery a dispatcher holds under `lease_token`: what it sends, and the secrets that
+    sign it (the previous one only while a rotation's overlap lasts)."""
+
+    id: uuid.UUID
+    endpoint_id: uuid.UUID
+    job_id: uuid.UUID
+    event_type: str
+    url: str
+    payload: str | None
+    attempts: int
+    lease_token: uuid.UUID
+    created_at: datetime
+    secrets: list[str] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivery as operators and tests read it (no payload, no secret)."""
+
+    id: uuid.UUID
+    endpoint_id: uuid.UUID
+    job_id: uuid.UUID
+    event_type: str
+    url: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None

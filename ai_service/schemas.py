@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import (
     EXCLUDE,
@@ -195,6 +196,18 @@ RESULT_DOC = (
     "`transcribe`: `text`, `segments`, `language`, `duration`, `endpoint`, `duration_ms`.")
 
 
+def _callback_url(url: str) -> None:
+    """An http(s) URL with a host, without credentials or dot segments (a receiver that
+    resolves `..` would take it outside the registered URL it starts with)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValidationError("must not carry credentials")
+    if any(segment in (".", "..") for segment in parts.path.split("/")) or "%2e" in url.lower():
+        raise ValidationError("must not hold . or .. path segments")
+
+
 class JobFieldsSchema(InputSchema):
     """Every field a caller may set on a new job; required-ness is decided by JobCreateSchema."""
 
@@ -219,6 +232,13 @@ class JobFieldsSchema(InputSchema):
     idempotency_key = _name(
         m.IDEMPOTENCY_KEY_MAX,
         metadata={"description": "Reusing a key of the same owner_service returns that job."},
+    )
+    callback_url = fields.String(
+        validate=[validate.Length(min=1, max=2000), _check_json, _callback_url],
+        metadata={"description": (
+            "Where this job's webhook messages go, instead of its registration's URL; signed "
+            "with that registration's secret. It must start with a URL registered for the "
+            "owner_service (POST /webhooks), else 422.")},
     )
 
 
@@ -534,3 +554,79 @@ class ErrorBodySchema(Schema):
 
 class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+WEBHOOK_EVENTS_DOC = ("Which job outcomes are sent: job.completed, job.failed, "
+                      "job.cancelled.")
+
+
+class WebhookCreateSchema(InputSchema):
+    owner_service = _name(m.OWNER_SERVICE_MAX, required=True)
+    url = fields.String(required=True, validate=[validate.Length(min=1), _check_json],
+                        metadata={"description": "Where messages are POSTed (http or https)."})
+    events = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                         required=True, validate=validate.Length(min=1, max=10),
+                         metadata={"description": WEBHOOK_EVENTS_DOC})
+
+
+class WebhookSchema(Schema):
+    """A registration, without its secret (shown only when issued)."""
+
+    id = fields.UUID(required=True)
+    owner_service = fields.String(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    state = fields.String(required=True, metadata={
+        "description": "active, or disabled (disabled_reason says why: a 410 from the "
+                       "receiver, or failing for WEBHOOK_DISABLE_AFTER)."})
+    disabled_reason = fields.String(required=True, allow_none=True)
+    failing_since = fields.DateTime(required=True, allow_none=True, metadata={
+        "description": "Since when its deliveries have been failing; null while they succeed."})
+    previous_secret_expires_at = fields.DateTime(required=True, allow_none=True, metadata={
+        "description": "Until when the secret a rotation replaced still signs."})
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class WebhookSecretSchema(WebhookSchema):
+    secret = fields.String(required=True, metadata={
+        "description": "The signing secret (`whsec_…`), shown only this once."})
+
+
+class WebhookListSchema(Schema):
+    webhooks = fields.List(fields.Nested(WebhookSchema), required=True)
+
+
+class WebhookListQuerySchema(InputSchema):
+    owner_service = _name(m.OWNER_SERVICE_MAX)
+
+
+class DeliverySchema(Schema):
+    """A webhook delivery: one message to one registration, tried until delivered or failed."""
+
+    id = fields.UUID(required=True, metadata={"description": "The `webhook-id` it is sent with."})
+    webhook_id = fields.UUID(required=True, attribute="endpoint_id")
+    job_id = fields.UUID(required=True)
+    event_type = fields.String(required=True)
+    url = fields.String(required=True)
+    state = fields.String(required=True, metadata={
+        "description": "pending (being tried), delivered or failed."})
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.DateTime(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class DeliveryListSchema(Schema):
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+
+
+class DeliveryListQuerySchema(InputSchema):
+    job_id = fields.UUID()
+    webhook_id = fields.UUID()
+    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))

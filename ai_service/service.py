@@ -18,11 +18,11 @@ autocommit statements: no BEGIN, no COMMIT, no extra round trip. Every job reach
 state while a long poll waits on it is told to the long polls (`_finished`); completion's
 statement does that itself.
 
-Where callbacks on final states, when they come, will write their outbox row: in
-`_finished`, on the transaction it is given (cancel, a final failure or deferral, the sweeper's
-expiry), so the row commits with the change. Completion has no transaction to give: on the
-worker's fast path a batch of results is one autocommit statement (complete_jobs in
-ai_service/sql/jobs.sql), so its outbox rows will be one more CTE of that statement (an INSERT
+Webhook deliveries (the outbox the dispatchers send from, ai_service/dispatcher.py) are
+written in `_finished`, on the transaction it is given (cancel, a final failure or deferral,
+the sweeper's expiry), so the row commits with the change. Completion has no transaction to
+give: on the worker's fast path a batch of results is one autocommit statement (complete_jobs
+in ai_service/sql/jobs.sql), so its outbox rows are one more CTE of that statement (an INSERT
 ... SELECT FROM changed, as its events are written), not a transaction around it.
 
 `JobQueue` is the part of it a worker uses: the worker loop depends on that Protocol only, so
@@ -286,7 +286,8 @@ class JobService:
         the sweeper. With `tx` the change is not committed yet: what is written on it commits
         or rolls back with the change (an outbox row, see the module's docstring), and what
         lives outside the database waits for the commit. Without one, the change already
-        committed as a single autocommit statement (completion).
+        committed as a single autocommit statement (completion), whose own statement queued
+        its webhook deliveries (complete_jobs in ai_service/sql/jobs.sql).
 
         The requests waiting on a job (GET /jobs/{id}?wait=, ai_service/longpoll.py) are told
         here, on `tx`, so they hear of the final state when it commits; only of the jobs some
@@ -296,6 +297,7 @@ class JobService:
         transaction there is none to send one on."""
         jobs = list(jobs)
         if tx is not None:
+            tx.queue_deliveries(jobs)
             tx.notify_finished([job.id for job in jobs])
         completed = [job for job in jobs if job.status == JobStatus.COMPLETED]
         if not completed:

@@ -130,3 +130,37 @@ FINISHED_STATUSES: tuple[JobStatus, ...] = tuple(
 )
 
 DEFERRING_CATEGORIES: frozenset[ErrorCategory] = frozenset(c for c in ErrorCategory if c.defers)
+
+
+class WebhookEvent(StrEnum):
+    """The `type` of a webhook message: a job reaching a final state. The SQL that queues
+    deliveries spells them as literals (ai_service/sql/jobs.sql, webhooks.sql)."""
+
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+
+
+# The message a job's final status sends.
+WEBHOOK_EVENT_OF: dict[JobStatus, WebhookEvent] = {
+    JobStatus.COMPLETED: WebhookEvent.JOB_COMPLETED,
+    JobStatus.FAILED: WebhookEvent.JOB_FAILED,
+    JobStatus.CANCELLED: WebhookEvent.JOB_CANCELLED,
+}
+
+
+class EndpointState(StrEnum):
+    """A webhook registration's `state`: a disabled one is sent nothing (a 410 from its
+    receiver, or failing for WEBHOOK_DISABLE_AFTER)."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class DeliveryState(StrEnum):
+    """A delivery's `state`. Pending until its receiver answers 2xx (delivered) or its last
+    attempt fails (failed); while a dispatcher sends it, it stays pending under a lease."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

@@ -25,6 +25,7 @@ from bench import (
     queues,
     repository,
     soak,
+    webhooks,
     worker_throughput,
 )
 from bench.common import print_table, throwaway_postgres
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
     "load": load.run,
     "memory": memory.run,
     "soak": soak.run,
+    "webhooks": webhooks.run,
 }
 
 

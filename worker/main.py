@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from ai_service import db, metrics
 from ai_service.composition import build_core
 from ai_service.config import ConfigError, Settings, load_settings
+from ai_service.dispatcher import build_dispatcher, dispatcher_core
 from ai_service.driver import Driver
 from ai_service.listen import libpq_url
 from ai_service.logs import configure_logging
@@ -176,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     fleet.start()  # once a thread's death stops the worker: this is one of its threads
     # A dead worker's last attempt fails here even if no process claims again.
     sweeper = Sweeper(core.service, settings.sweep_interval).start()
+    # Webhook deliveries go out from here unless operators run `ai-service dispatch` instead.
+    hooks = dispatcher_core(settings) if settings.webhook_dispatch else None
+    dispatcher = (build_dispatcher(hooks.webhooks, hooks.store, settings).start()
+                  if hooks is not None else None)
     try:
         worker.run()
     except Exception:
@@ -184,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sweeper.stop()
         fleet.stop()
+        if dispatcher is not None and hooks is not None:
+            dispatcher.stop()
+            hooks.close()
     core.close()
     return EXIT_FAILED if worker.failure else 0
 

@@ -11,6 +11,7 @@ from ai_service.config import Settings
 from ai_service.profile_checks import ProfileCheck
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository
+from ai_service.store.webhooks import WebhookRepository
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     repository: JobRepository  # the store: the operations views read through it
     service: JobService
+    webhooks: WebhookRepository
     api: ServiceApi
     head_revision: str | None
     profiles: ProfileCheck  # what a new job is checked against

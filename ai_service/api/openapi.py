@@ -30,7 +30,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     }),
     403: ("forbidden: the token's role may not do this, or may not create jobs for that "
           "owner_service.", {}),
-    404: ("not_found: no such job (or not one of the token's owner services).", {}),
+    404: ("not_found: no such job (or not one of the token's owner services), or no such "
+          "webhook.", {}),
     409: ("job_state_conflict: the job's status, or a lease no longer this worker's, does "
           "not allow this. Creating, idempotency_conflict: the idempotency_key made a "
           "different job.", {}),

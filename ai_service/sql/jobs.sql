@@ -97,6 +97,15 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), queued AS (
+    -- The outbox (ai_service/dispatcher.py): a delivery per registration of the job's owner
+    -- service that wants it, committed with the completion by this very statement.
+    INSERT INTO webhook_deliveries (id, endpoint_id, job_id, event_type, url)
+    SELECT gen_random_uuid(), e.id, changed.id, 'job.completed', coalesce(cb.url, e.url)
+    FROM changed
+    JOIN webhook_endpoints e ON e.owner_service = changed.owner_service
+     AND e.state = 'active' AND 'job.completed' = ANY(e.events)
+    LEFT JOIN job_callbacks cb ON cb.job_id = changed.id AND cb.endpoint_id = e.id
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -118,13 +127,22 @@ WITH changed AS (
     FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
     WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
       AND jobs.status = 'running' AND jobs.worker_id = :worker_id
-    RETURNING jobs.id, jobs.owner_ref, jobs.idempotency_key, jobs.status, jobs.task_type,
-              jobs.model_profile, jobs.worker_id, jobs.lease_token, jobs.attempts,
-              jobs.error_category, jobs.error_message, jobs.waited_until
+    RETURNING jobs.id, jobs.owner_service, jobs.owner_ref, jobs.idempotency_key, jobs.status,
+              jobs.task_type, jobs.model_profile, jobs.worker_id, jobs.lease_token,
+              jobs.attempts, jobs.error_category, jobs.error_message, jobs.waited_until
 ), logged AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), queued AS (
+    -- The outbox (ai_service/dispatcher.py): a delivery per registration of the job's owner
+    -- service that wants it, committed with the completion by this very statement.
+    INSERT INTO webhook_deliveries (id, endpoint_id, job_id, event_type, url)
+    SELECT gen_random_uuid(), e.id, changed.id, 'job.completed', coalesce(cb.url, e.url)
+    FROM changed
+    JOIN webhook_endpoints e ON e.owner_service = changed.owner_service
+     AND e.state = 'active' AND 'job.completed' = ANY(e.events)
+    LEFT JOIN job_callbacks cb ON cb.job_id = changed.id AND cb.endpoint_id = e.id
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -290,15 +308,24 @@ SELECT * FROM changed;
 -- and running rows, and SKIP LOCKED leaves alone a finished job someone is retrying right now,
 -- so pruning never makes a claim wait. Events go with their job, in the same statement: a job
 -- locked here gets no new event, since only a statement that changes the job writes one.
+-- A job whose webhook deliveries are still pending stays until they are delivered or failed
+-- (a retry still renders its message from the job); its finished deliveries and its
+-- callback go with it.
 WITH doomed AS (
     SELECT id FROM jobs
     WHERE finished_at < now() - make_interval(secs => :older_than)
       AND status IN ('completed', 'failed', 'cancelled')
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                      WHERE d.job_id = jobs.id AND d.state = 'pending')
     ORDER BY finished_at
     LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
 ), events AS (
     DELETE FROM job_events USING doomed WHERE job_events.job_id = doomed.id
+), deliveries AS (
+    DELETE FROM webhook_deliveries USING doomed WHERE webhook_deliveries.job_id = doomed.id
+), callbacks AS (
+    DELETE FROM job_callbacks USING doomed WHERE job_callbacks.job_id = doomed.id
 ), deleted AS (
     DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
     RETURNING jobs.id

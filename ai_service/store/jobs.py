@@ -40,9 +40,10 @@ from ai_service.rows import (
     NewJob,
 )
 from ai_service.sql import claim_statement, queries
-from ai_service.states import JobStatus
+from ai_service.states import WEBHOOK_EVENT_OF, JobStatus
 from ai_service.store import ops
 from ai_service.store.cursor import decode_cursor, encode_cursor
+from ai_service.store.webhooks import queue_items
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 Stopped = tuple[JobRow, uuid.UUID | None]  # a cancelled or retried job, the attempt it ended
@@ -145,6 +146,15 @@ class JobTransaction:
         for action in self._after_commit:
             action()
 
+    def queue_deliveries(self, jobs: Sequence[JobRow]) -> None:
+        """The webhook outbox rows of jobs this transaction moved to a final state: they commit
+        with the change or not at all (see ai_service/store/webhooks.py)."""
+        items = [(job.id, job.owner_service, WEBHOOK_EVENT_OF[JobStatus(job.status)])
+                 for job in jobs if job.status in WEBHOOK_EVENT_OF]
+        if items:
+            self._driver.rows(self._conn, queries["queue_deliveries"],
+                              {"items": queue_items(items)})
+
     # ----- the statements -------------------------------------------------------------------
 
     def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRow, bool]]:
@@ -204,12 +214,28 @@ class JobTransaction:
         items = _dump([j.as_json() for j in jobs])
         inserted = {r.id: r for r in self._driver.rows(self._conn, sql, {"items": items},
                                                         row_factory)}
+        self._attach_callbacks([j for j in jobs if j.id in inserted and j.callback_url])
         existing = self._existing_for([j for j in jobs if j.id not in inserted])
         return [
             (inserted[j.id], True) if j.id in inserted
             else (shape(existing[(j.owner_service, j.idempotency_key)]), False)
             for j in jobs
         ]
+
+    def _attach_callbacks(self, jobs: Sequence[NewJob]) -> None:
+        """Each new job's callback_url under the registration it falls under, in the jobs'
+        transaction; InvalidInput (and no job) when one falls under none."""
+        if not jobs:
+            return
+        items = json.dumps([{"job_id": str(j.id), "owner_service": j.owner_service,
+                             "url": j.callback_url} for j in jobs])
+        found = {job_id for (job_id,) in self._driver.rows(
+            self._conn, queries["insert_callbacks"], {"items": items})}
+        refused = sorted({j.callback_url or "" for j in jobs if j.id not in found})
+        if refused:
+            raise InvalidInput(
+                "callback_url must start with a webhook URL registered for the job's "
+                "owner service", {"fields": {"callback_url": refused}})
 
     def _existing_for(self, skipped: list[NewJob]) -> dict[tuple[str, str | None], JobRow]:
         """The jobs the skipped items' keys made, by (owner service, key): a key is each owner

@@ -37,6 +37,12 @@ OPERATIONS = {
     ("get", "/api/v1/providers/status"): "getProvidersStatus",
     ("get", "/api/v1/owners"): "listOwners",
     ("put", "/api/v1/owners/{owner_service}"): "setOwner",
+    ("get", "/api/v1/webhooks"): "listWebhooks",
+    ("post", "/api/v1/webhooks"): "createWebhook",
+    ("delete", "/api/v1/webhooks/{webhook_id}"): "deleteWebhook",
+    ("post", "/api/v1/webhooks/{webhook_id}/rotate"): "rotateWebhookSecret",
+    ("get", "/api/v1/webhooks/deliveries"): "listWebhookDeliveries",
+    ("post", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): "replayWebhookDelivery",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
@@ -57,6 +63,12 @@ ERRORS = {
     "getProvidersStatus": EVERY | {"403"},
     "listOwners": EVERY | {"403"},
     "setOwner": EVERY | BODY | {"403"},
+    "listWebhooks": EVERY | {"403", "422"},
+    "createWebhook": EVERY | BODY | {"403"},
+    "deleteWebhook": EVERY | {"403", "404"},
+    "rotateWebhookSecret": EVERY | {"403", "404"},
+    "listWebhookDeliveries": EVERY | {"403", "422"},
+    "replayWebhookDelivery": EVERY | {"403", "404", "409"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 
@@ -126,6 +138,8 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
         "completeJob": {**lease, "result": None},
         "failJob": {**lease, "category": "boom"},
         "heartbeatJob": lease,
+        "createWebhook": {"owner_service": "telephony", "url": "https://hooks.example.com/",
+                          "events": ["job.completed"]},
     }
     clients = {"anonymous": app.test_client(), **{
         role: client_with(app, issue_token(repo, role, ("telephony",) if role == "caller" else ()))
@@ -134,7 +148,8 @@ def test_each_role_is_answered_only_statuses_the_operation_declares(
     for role, client in clients.items():
         for method, path, operation in operations(doc):
             name = operation["operationId"]
-            url = path.replace("{job_id}", str(job.id))
+            url = path.replace("{job_id}", str(job.id)).replace(
+                "{webhook_id}", str(uuid.uuid4())).replace("{delivery_id}", str(uuid.uuid4()))
             response = client.open(url, method=method.upper(), json=bodies.get(name))
             assert str(response.status_code) in operation["responses"], (role, name, response.json)
             assert (response.status_code == 401) == (role == "anonymous"), (role, name)
