@@ -35,7 +35,7 @@ NEW_STATUSES = "status IN ('pending', 'running', 'completed', 'failed', 'cancell
 def _status_check(condition: str) -> None:
     """Swap the CHECK in the migration's transaction (catalog only, a moment's lock); the
     caller validates it after that transaction commits."""
-    op.drop_constraint("ck_jobs_status", "jobs", type_="check")
+    op.drop_constraint(op.f("ck_jobs_status"), "jobs", type_="check")
     op.execute(f"ALTER TABLE jobs ADD CONSTRAINT ck_jobs_status CHECK ({condition}) NOT VALID")
 
 
