@@ -99,6 +99,26 @@ def test_a_job_past_its_deadline_is_never_claimed_even_before_any_sweep(
     assert repo.claim_jobs("w", 20, lease_seconds=60, **claim) == []
 
 
+@pytest.mark.parametrize("claim", [
+    pytest.param({}, id="uncapped"),
+    pytest.param({"model_concurrency": {"qwen2.5-14b": 50}}, id="capped-profile"),
+])
+@pytest.mark.parametrize("overdue_owner", ["archive", "middle"])  # first, or a later step
+def test_an_owner_whose_jobs_are_all_past_their_deadline_takes_no_share_of_a_claim(
+    repo: JobRepository, claim: dict[str, Any], overdue_owner: str,
+) -> None:
+    """The overdue owner's jobs are the oldest: were they counted as work, it would win a
+    slot it cannot fill and `early` would get that slot too, leaving `live` nothing."""
+    repo.create_jobs([new_job(owner_service=overdue_owner, owner_ref=f"l/{i}",
+                              deadline=AN_HOUR_AGO) for i in range(3)])
+    repo.create_jobs([new_job(owner_service="early", owner_ref=f"e/{i}") for i in range(3)])
+    repo.create_jobs([new_job(owner_service="live", owner_ref=f"v/{i}") for i in range(3)])
+
+    claimed = repo.claim_jobs("w", 2, lease_seconds=60, **claim)
+
+    assert sorted(job.owner_service for job in claimed) == ["early", "live"]
+
+
 def test_a_capped_owners_job_past_its_deadline_is_never_claimed(repo: JobRepository) -> None:
     OwnerRepository(repo).set_owner("capped", max_running=5)
     repo.forget_capped_owners()
@@ -313,6 +333,20 @@ def test_a_batch_takes_max_wait_from_its_defaults_and_an_items_deadline_replaces
     waits, until = (repo.get_job(item["id"]) for item in response.json["jobs"])
     assert waits.deadline - waits.created_at == timedelta(seconds=120)
     assert until.deadline == deadline
+
+
+def test_a_batch_items_max_wait_replaces_the_defaults_deadline(
+    client: FlaskClient, repo: JobRepository,
+) -> None:
+    defaults = {k: v for k, v in job_body(deadline="2031-05-01T12:00:00Z").items()
+                if k != "owner_ref"}
+    response = client.post(f"{API}/batch", json={"defaults": defaults, "jobs": [
+        {"owner_ref": "waits", "max_wait": 300},
+    ]})
+
+    assert response.status_code == 201, response.json
+    waits = repo.get_job(response.json["jobs"][0]["id"])
+    assert waits.deadline - waits.created_at == timedelta(seconds=300)
 
 
 def test_a_batch_item_with_both_deadline_and_max_wait_is_refused_by_its_index(
