@@ -5,6 +5,7 @@ to finish."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from ai_service.sweeper import Sweeper
 from tests.integration.helpers import claim_one, job_body, lease_of, new_job
 from tests.integration.test_long_poll import wait_on
 from tests.integration.test_ops_overview import HISTORY
+from tests.integration.test_ops_sessions import signed_in
 
 API = "/api/v1/jobs"
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -261,14 +263,22 @@ def test_a_long_poll_is_answered_when_its_job_expires(
 
 
 def test_stats_the_overview_and_the_page_count_expired_jobs(
-    client: FlaskClient, repo: JobRepository, jobs: JobService,
+    app: Flask, admin_token: str, client: FlaskClient, repo: JobRepository, jobs: JobService,
 ) -> None:
-    repo.create_jobs([new_job(owner_ref=f"r/{i}", deadline=AN_HOUR_AGO) for i in range(2)])
+    [(shown, _), *_] = repo.create_jobs([new_job(owner_ref=f"r/{i}", deadline=AN_HOUR_AGO)
+                                         for i in range(2)])
     jobs.expire_overdue_jobs()
 
     assert client.get("/api/v1/stats").json["by_status"]["expired"] == 2
     assert repo.ops_overview()["totals"]["expired"] == 2
     assert repo.queue_snapshot()["depth"] == []  # no longer waiting
+    browser = signed_in(app, admin_token)
+    page = browser.get("/").get_data(as_text=True)
+    assert re.search(r'id="total-expired">\s*2\s*<', page), page
+    job_page = browser.get(f"/ops/jobs/{shown.id}").get_data(as_text=True)
+    assert re.search(r'id="job-status"[^>]*>expired<', job_page), job_page
+    assert 'id="job-deadline"' in job_page
+    assert 'id="job-retry"' not in job_page and 'id="job-cancel"' not in job_page
 
 
 # ----- the API -----------------------------------------------------------------------------
