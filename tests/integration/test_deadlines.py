@@ -23,7 +23,7 @@ from ai_service.sql import queries
 from ai_service.store.jobs import JobRepository
 from ai_service.store.owners import OwnerRepository
 from ai_service.sweeper import Sweeper
-from tests.integration.helpers import claim_one, job_body, lease_of, new_job
+from tests.integration.helpers import claim_one, expire_lease, job_body, lease_of, new_job
 from tests.integration.test_long_poll import wait_on
 from tests.integration.test_ops_overview import HISTORY
 from tests.integration.test_ops_sessions import signed_in
@@ -217,6 +217,22 @@ def test_a_running_job_past_its_deadline_is_left_to_complete(
 
     assert done.status == "completed"
     assert [e.event for e in repo.list_events(running.id)] == ["created", "claimed", "completed"]
+
+
+def test_a_crashed_workers_job_past_its_deadline_is_still_reclaimed(
+    repo: JobRepository, jobs: JobService,
+) -> None:
+    """It started before its deadline: the reclaim lane takes running jobs, not pending ones."""
+    repo.create_jobs([new_job(max_wait=3600, max_attempts=2)])
+    first = claim_one(repo, "crashed")
+    make_overdue(repo, first.id)
+    expire_lease(repo, first.id)
+
+    assert jobs.expire_overdue_jobs() == []
+    again = claim_one(repo, "alive")
+
+    assert (again.id, again.attempts) == (first.id, 2)
+    assert repo.list_events(first.id)[-1].event == "reclaimed"
 
 
 def test_the_sweep_finds_overdue_jobs_through_their_partial_index(repo: JobRepository) -> None:
