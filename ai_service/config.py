@@ -378,9 +378,10 @@ SETTINGS: tuple[Setting, ...] = (
             "how often each worker reads the fleet's endpoint health and reports its calls in "
             "flight: how soon every worker skips an endpoint one of them found dead", BOTH,
             bound=POSITIVE),
-    Setting("SWEEP_INTERVAL", "sweep_interval", DURATION, "15s",
+    Setting("SWEEP_INTERVAL", "sweep_interval", DURATION, "5s",
             "how often each process looks for running jobs whose lease ran out with no "
-            "attempts left, and fails them (one process at a time)", BOTH, bound=POSITIVE),
+            "attempts left, and fails them, and for pending jobs past their deadline, and "
+            "expires them (one process at a time)", BOTH, bound=POSITIVE),
     Setting("MODEL_CONCURRENCY", "model_concurrency", CAPS, "",
             "fleet-wide caps on running jobs per model profile", BOTH),
     Setting("METRICS_TASK_TYPES", "metrics_task_types", NAMES, "",

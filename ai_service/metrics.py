@@ -101,6 +101,10 @@ JOBS_CLAIMED = Counter(
 JOBS_COMPLETED = Counter(
     "ai_jobs_completed_total", "Jobs completed.", ["task_type", "model_profile"]
 )
+JOBS_EXPIRED = Counter(
+    "ai_jobs_expired_total", "Jobs still pending when their deadline passed (never run since).",
+    ["task_type", "model_profile"],
+)
 JOBS_FAILED = Counter(
     "ai_job_failures_total",
     "Failed attempts by category; final says whether the job failed for good.",
@@ -198,6 +202,11 @@ def record_claimed(jobs: list[JobRow], now_epoch: float) -> None:
 def record_completed(jobs: Iterable[JobRow | JobBrief]) -> None:
     for labels, group in _by_labels(jobs).items():
         JOBS_COMPLETED.labels(*labels).inc(len(group))
+
+
+def record_expired(jobs: Iterable[JobRow | JobBrief]) -> None:
+    for labels, group in _by_labels(jobs).items():
+        JOBS_EXPIRED.labels(*labels).inc(len(group))
 
 
 def record_finished(job: JobRow | JobBrief, category: str | None = None) -> None:

@@ -86,6 +86,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Until when a long poll waits on the job: only such jobs NOTIFY when they finish.
     waited_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Not claimed after this: still pending then, the job expires (None: waits for ever).
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint(
@@ -142,6 +144,10 @@ class Job(Base):
         # The last failures for the operations page, without reading every finished job.
         Index("ix_jobs_failed", "finished_at",
               postgresql_where=text(f"status = '{JobStatus.FAILED}'")),
+        # The sweeper's pending jobs past their deadline, without reading the other pending
+        # jobs; jobs without a deadline are not in it and cost their writes nothing.
+        Index("ix_jobs_pending_deadline", "deadline",
+              postgresql_where=text(f"status = '{JobStatus.PENDING}' AND deadline IS NOT NULL")),
     )
 
 

@@ -29,6 +29,10 @@ class NewJob:
     # Where this job's webhook messages go instead of its registration's URL: must start with
     # a URL registered for its owner service (see ai_service/webhook_registrations.py).
     callback_url: str | None = None
+    # Not claimed after `deadline`, or after `max_wait` seconds from its creation (the store
+    # turns that into a deadline); at most one of the two.
+    deadline: datetime | None = None
+    max_wait: int | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def as_json(self) -> dict[str, Any]:
@@ -43,6 +47,8 @@ class NewJob:
             "run_after": self.run_after.isoformat() if self.run_after else None,
             "max_attempts": self.max_attempts,
             "idempotency_key": self.idempotency_key,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "max_wait": self.max_wait,
         }
 
 
@@ -84,6 +90,8 @@ class JobRow:
     finished_at: datetime | None
     # Until when a long poll waits on the job (ai_service/longpoll.py); not in the API.
     waited_until: datetime | None = None
+    # Not claimed after it: a job still pending then expires (None: no deadline).
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

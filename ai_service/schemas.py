@@ -35,6 +35,8 @@ MAX_LEASE_SECONDS = 3600
 MAX_MESSAGE_LENGTH = 10_000
 # Seconds a GET /jobs/{id} may wait; a proxy in front must wait a little longer (README).
 MAX_WAIT = 60
+# The longest `max_wait` a job may ask for (a year): far enough for any queue, and no overflow.
+MAX_JOB_WAIT = 365 * 24 * 3600
 # A refusal names this many errors at each level and counts the rest (see InputSchema).
 MAX_ITEM_ERRORS = 20
 
@@ -240,6 +242,26 @@ class JobFieldsSchema(InputSchema):
             "with that registration's secret. It must start with a URL registered for the "
             "owner_service (POST /webhooks), else 422.")},
     )
+    deadline = fields.AwareDateTime(
+        validate=_storable_time,
+        metadata={"description": (
+            "Not claimed after this time: a job still pending then becomes `expired` (a final "
+            "state) within a sweep, even if it was retried after a failed attempt; a running "
+            "job is not interrupted. A deadline already past is accepted and the job expires "
+            "without running. Give this or max_wait, not both. Default: none.")},
+    )
+    max_wait = fields.Integer(
+        validate=validate.Range(1, MAX_JOB_WAIT),
+        metadata={"description": (
+            "Seconds the job may wait to be claimed, counted from its creation: stored as the "
+            "deadline created_at + max_wait. Give this or deadline, not both.")},
+    )
+
+    @validates_schema
+    def _one_deadline(self, data: dict[str, Any], **_: Any) -> None:
+        """Two ways to say one thing: given both, neither can be chosen over the other."""
+        if "deadline" in data and "max_wait" in data:
+            raise ValidationError("give deadline or max_wait, not both", "max_wait")
 
 
 class JobCreateSchema(JobFieldsSchema):
@@ -268,14 +290,17 @@ class JobBatchCreateSchema(InputSchema):
     def _merge(self, data: dict[str, Any], **_: Any) -> list[dict[str, Any]]:
         """Each item over the defaults; errors are keyed by item index. The defaults were
         validated once, so each item's own fields are validated, then the merged job is checked
-        for the fields POST /jobs requires: the same answer as loading every merged job whole
-        (no rule spans two fields), without validating the defaults a thousand times. (No state
-        is kept on the schema: one instance serves every request thread.)"""
+        for the fields POST /jobs requires: the same answer as loading every merged job whole,
+        without validating the defaults a thousand times. The one rule over two fields,
+        deadline or max_wait, holds in each object, and an item giving either replaces the
+        defaults' (they are one setting). (No state is kept on the schema: one instance serves
+        every request thread.)"""
         defaults = data["defaults"]
         jobs, errors = [], {}
         for index, item in enumerate(data["jobs"]):
             try:
-                job = {**defaults, **_load_item(item)}
+                own = _load_item(item)
+                job = {**_without_deadline(defaults, own), **own}
             except ValidationError as exc:
                 errors[index] = exc.messages
                 continue
@@ -288,6 +313,13 @@ class JobBatchCreateSchema(InputSchema):
         if errors:
             raise ValidationError(errors, "jobs")
         return jobs
+
+
+def _without_deadline(defaults: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """The defaults less their deadline or max_wait when the item sets either."""
+    if "deadline" in item or "max_wait" in item:
+        return {k: v for k, v in defaults.items() if k not in ("deadline", "max_wait")}
+    return defaults
 
 
 def _load_item(item: Any) -> dict[str, Any]:
@@ -324,6 +356,10 @@ class JobSchema(Schema):
     updated_at = fields.DateTime(required=True)
     started_at = fields.DateTime(required=True, allow_none=True)
     finished_at = fields.DateTime(required=True, allow_none=True)
+    deadline = fields.DateTime(
+        required=True, allow_none=True,
+        metadata={"description": "Not claimed after this (a max_wait given at create is "
+                                 "stored as this); null: no deadline."})
 
 
 class JobEventSchema(Schema):
@@ -333,7 +369,7 @@ class JobEventSchema(Schema):
     at = fields.DateTime(required=True)
     event = fields.String(required=True, metadata={"description": (
         "created, claimed, reclaimed, completed, attempt_failed, failed, deferred, released, "
-        "cancelled, retried, lease_expired")})
+        "cancelled, retried, lease_expired, expired")})
     status = job_status(required=True)
     worker_id = fields.String(required=True, allow_none=True)
     attempt = fields.Integer(required=True)
@@ -368,7 +404,7 @@ class JobWaitQuerySchema(InputSchema):
         load_default=0, validate=validate.Range(0, MAX_WAIT),
         metadata={"description": (
             "Seconds to wait for the job to reach a final state (completed, failed, "
-            "cancelled): answered as soon as it does, or after at most this long with its "
+            "cancelled, expired): answered as soon as it does, or after at most this long with its "
             f"state then. 0 (the default) answers at once; at most {MAX_WAIT}.")},
     )
 
@@ -559,7 +595,7 @@ class ErrorResponseSchema(Schema):
 # --- webhooks ------------------------------------------------------------------------------
 
 WEBHOOK_EVENTS_DOC = ("Which job outcomes are sent: job.completed, job.failed, "
-                      "job.cancelled.")
+                      "job.cancelled, job.expired.")
 
 
 class WebhookCreateSchema(InputSchema):

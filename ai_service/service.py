@@ -274,6 +274,19 @@ class JobService:
             metrics.record_finished(job, ErrorCategory.LEASE_EXPIRED)
         return jobs
 
+    def expire_overdue_jobs(self, batch_size: int = 500) -> list[JobRow]:
+        """Expire the pending jobs past their deadline (the sweeper; one process at a time,
+        the store's lock sees to it), a batch per transaction until none is left. A running
+        job past its deadline is left alone: its attempt has its own timeout."""
+        expired: list[JobRow] = []
+        while True:
+            with self.store.transaction() as tx:
+                jobs = tx.expire_overdue_jobs(batch_size)
+                self._finished(jobs, tx)
+            expired.extend(jobs)
+            if len(jobs) < batch_size:
+                return expired
+
     def prune(self, older_than_seconds: float, batch_size: int = 500) -> int:
         """Delete jobs finished longer ago than that, with their events, batch by batch."""
         return self.store.prune(older_than_seconds, batch_size)
@@ -282,12 +295,12 @@ class JobService:
 
     def _finished(self, jobs: Iterable[JobRow | JobBrief], tx: JobTransaction | None) -> None:
         """Every job this service moves to a final state passes here once: completed, failed
-        for good (its failed attempt is counted where it is recorded), cancelled, or failed by
-        the sweeper. With `tx` the change is not committed yet: what is written on it commits
-        or rolls back with the change (an outbox row, see the module's docstring), and what
-        lives outside the database waits for the commit. Without one, the change already
-        committed as a single autocommit statement (completion), whose own statement queued
-        its webhook deliveries (complete_jobs in ai_service/sql/jobs.sql).
+        for good (its failed attempt is counted where it is recorded), cancelled, or failed or
+        expired by the sweeper. With `tx` the change is not committed yet: what is written on
+        it commits or rolls back with the change (an outbox row, see the module's docstring),
+        and what lives outside the database waits for the commit. Without one, the change
+        already committed as a single autocommit statement (completion), whose own statement
+        queued its webhook deliveries (complete_jobs in ai_service/sql/jobs.sql).
 
         The requests waiting on a job (GET /jobs/{id}?wait=, ai_service/longpoll.py) are told
         here, on `tx`, so they hear of the final state when it commits; only of the jobs some
@@ -299,11 +312,13 @@ class JobService:
         if tx is not None:
             tx.queue_deliveries(jobs)
             tx.notify_finished([job.id for job in jobs])
-        completed = [job for job in jobs if job.status == JobStatus.COMPLETED]
-        if not completed:
-            return
-        count = partial(metrics.record_completed, completed)
-        if tx is None:
-            count()
-        else:
-            tx.after_commit(count)
+        for status, record in ((JobStatus.COMPLETED, metrics.record_completed),
+                               (JobStatus.EXPIRED, metrics.record_expired)):
+            reached = [job for job in jobs if job.status == status]
+            if not reached:
+                continue
+            count = partial(record, reached)
+            if tx is None:
+                count()
+            else:
+                tx.after_commit(count)

@@ -19,6 +19,8 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Still pending when its deadline passed: never claimed after it, marked by the sweeper.
+    EXPIRED = "expired"
 
 
 class JobEvent(StrEnum):
@@ -35,6 +37,7 @@ class JobEvent(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     CANCELLED = "cancelled"
     RETRIED = "retried"
+    EXPIRED = "expired"
 
 
 class ErrorCategory(StrEnum):
@@ -87,6 +90,7 @@ class Action(StrEnum):
     RELEASE = "release"
     CANCEL = "cancel"
     RETRY = "retry"
+    EXPIRE = "expire"
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,15 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.RELEASE: _t((S.RUNNING,), (S.PENDING,), (E.RELEASED,)),
     Action.CANCEL: _t((S.PENDING, S.RUNNING), (S.CANCELLED,), (E.CANCELLED,)),
     Action.RETRY: _t((S.FAILED, S.CANCELLED, S.RUNNING), (S.PENDING,), (E.RETRIED,)),
+    # A pending job past its deadline (the sweeper). Only pending: a running job past it is
+    # not interrupted, its call has its own timeout. Nothing leaves expired, not even a retry:
+    # the deadline said the work is no use after it, so a caller who still wants it creates a
+    # new job with a new deadline.
+    Action.EXPIRE: _t((S.PENDING,), (S.EXPIRED,), (E.EXPIRED,)),
 }
 del S, E
 
-# Finished: nothing moves the job on but a caller's explicit retry.
+# Finished: nothing moves the job on but a caller's explicit retry (expired: nothing at all).
 FINISHED_STATUSES: tuple[JobStatus, ...] = tuple(
     status for status in JobStatus
     if all(action is Action.RETRY
@@ -139,6 +148,7 @@ class WebhookEvent(StrEnum):
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
+    JOB_EXPIRED = "job.expired"
 
 
 # The message a job's final status sends.
@@ -146,6 +156,7 @@ WEBHOOK_EVENT_OF: dict[JobStatus, WebhookEvent] = {
     JobStatus.COMPLETED: WebhookEvent.JOB_COMPLETED,
     JobStatus.FAILED: WebhookEvent.JOB_FAILED,
     JobStatus.CANCELLED: WebhookEvent.JOB_CANCELLED,
+    JobStatus.EXPIRED: WebhookEvent.JOB_EXPIRED,
 }
 
 

@@ -1,5 +1,6 @@
 """Maintenance apart from claims: fails the jobs whose worker died holding them with no attempts
-left, whether or not anyone claims (through the job service, which counts them). Every web and
+left, and expires the pending jobs past their deadline, whether or not anyone claims (through
+the job service, which counts them and tells whoever waits on them). Every web and
 worker process runs one; the store's advisory lock lets one of them sweep at a time, so more
 processes add no work, only cover."""
 
@@ -45,13 +46,18 @@ class Sweeper:
             self._thread.join()
 
     def sweep(self) -> list[JobRow]:
-        """One round: fail the exhausted leases (none while another process sweeps)."""
+        """One round: fail the exhausted leases, expire the overdue pending jobs (none while
+        another process sweeps); the jobs it finished."""
         failed = self.service.expire_exhausted_leases()
         for job in failed:
             log.info("job %s failed: its worker stopped renewing the lease and no attempts are "
                      "left", job.id, extra={**job_context(job),
                                                 "error_category": ErrorCategory.LEASE_EXPIRED})
-        return failed
+        expired = self.service.expire_overdue_jobs()
+        for job in expired:
+            log.info("job %s expired: still pending when its deadline passed", job.id,
+                     extra=job_context(job))
+        return failed + expired
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -62,6 +68,5 @@ class Sweeper:
                 wait = self.interval
             except DatabaseUnavailable:
                 wait = backoff.next()
-                log.warning("database unavailable while sweeping expired leases; retrying in "
-                            "%.1fs", wait)
+                log.warning("database unavailable while sweeping; retrying in %.1fs", wait)
             self._stopping.wait(wait)

@@ -21,6 +21,9 @@
 --   locked with SKIP LOCKED so concurrent claimers never wait for or share a row; an expired
 --   lease with no attempts left is not the claim's: the sweeper fails it
 --   (expire_exhausted_leases in jobs.sql), so no claim ever ends another worker's job;
+-- - claimable: pending, due (run_after) and not past its deadline, in every lane that takes
+--   pending jobs: a job past its deadline is never claimed, even before the sweeper marks it
+--   expired (expire_overdue_jobs in jobs.sql); like a job not yet due, it is stepped over;
 -- - firsts: each owner's best claimable job, found by stepping through ix_jobs_owner_claimable
 --   one owner at a time (a loose index scan: one probe per owner with work, never a read of
 --   the jobs behind an owner's first; bench/fair_claim.py holds 100 owners with work to
@@ -54,6 +57,7 @@ WITH RECURSIVE expired AS (
 ), firsts AS (
     (SELECT owner_service, priority, created_at FROM jobs
      WHERE status = 'pending' AND run_after <= now()
+       AND (deadline IS NULL OR deadline > now())
        AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
        AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
      ORDER BY owner_service, priority DESC, created_at
@@ -62,6 +66,7 @@ WITH RECURSIVE expired AS (
     SELECT n.* FROM firsts f CROSS JOIN LATERAL (
         SELECT owner_service, priority, created_at FROM jobs
         WHERE status = 'pending' AND owner_service > f.owner_service AND run_after <= now()
+          AND (deadline IS NULL OR deadline > now())
           AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
           AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
         ORDER BY owner_service, priority DESC, created_at
@@ -103,6 +108,7 @@ WITH RECURSIVE expired AS (
     SELECT q.owner_service, p.* FROM quotas q CROSS JOIN LATERAL (
         SELECT id, model_profile, priority, created_at FROM jobs
         WHERE status = 'pending' AND owner_service = q.owner_service AND run_after <= now()
+          AND (deadline IS NULL OR deadline > now())
           AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
           AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
         ORDER BY priority DESC, created_at
@@ -117,6 +123,7 @@ WITH RECURSIVE expired AS (
 ), fill AS (
     SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share FROM jobs
     WHERE status = 'pending' AND run_after <= now()
+      AND (deadline IS NULL OR deadline > now())
       AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
       AND id NOT IN (SELECT id FROM fair)
@@ -176,6 +183,7 @@ WITH RECURSIVE caps AS (
 ), firsts AS (
     (SELECT owner_service, priority, created_at FROM jobs
      WHERE status = 'pending' AND run_after <= now()
+       AND (deadline IS NULL OR deadline > now())
        AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
        AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
      ORDER BY owner_service, priority DESC, created_at
@@ -184,6 +192,7 @@ WITH RECURSIVE caps AS (
     SELECT n.* FROM firsts f CROSS JOIN LATERAL (
         SELECT owner_service, priority, created_at FROM jobs
         WHERE status = 'pending' AND owner_service > f.owner_service AND run_after <= now()
+          AND (deadline IS NULL OR deadline > now())
           AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
           AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
         ORDER BY owner_service, priority DESC, created_at
@@ -225,6 +234,7 @@ WITH RECURSIVE caps AS (
     SELECT q.owner_service, p.* FROM quotas q CROSS JOIN LATERAL (
         SELECT id, model_profile, priority, created_at FROM jobs
         WHERE status = 'pending' AND owner_service = q.owner_service AND run_after <= now()
+          AND (deadline IS NULL OR deadline > now())
           AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
           AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
           AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
@@ -241,6 +251,7 @@ WITH RECURSIVE caps AS (
     SELECT id, model_profile, priority, created_at, 2 AS lane, 0.0::float8 AS share,
            owner_service FROM jobs
     WHERE status = 'pending' AND run_after <= now()
+      AND (deadline IS NULL OR deadline > now())
       AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
       AND id NOT IN (SELECT id FROM fair)

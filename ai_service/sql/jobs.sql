@@ -9,13 +9,16 @@
 -- order. A reused idempotency key inserts nothing (select_by_idempotency finds what it made).
 WITH changed AS (
     INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
-                      run_after, max_attempts, idempotency_key)
+                      run_after, max_attempts, idempotency_key, deadline)
     SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
            coalesce(x.priority, 0), coalesce(x.run_after, now()), coalesce(x.max_attempts, 3),
-           x.idempotency_key
+           x.idempotency_key,
+           -- a longest wait counts from creation: now() is the created_at this row gets
+           coalesce(x.deadline, now() + make_interval(secs => x.max_wait))
     FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
         id uuid, owner_service text, owner_ref text, task_type text, model_profile text,
-        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text)
+        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text,
+        deadline timestamptz, max_wait int)
     ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), logged AS (
@@ -30,13 +33,16 @@ SELECT * FROM changed;
 -- thousand inputs just sent (bench/repository.py measures the batch create).
 WITH changed AS (
     INSERT INTO jobs (id, owner_service, owner_ref, task_type, model_profile, input, priority,
-                      run_after, max_attempts, idempotency_key)
+                      run_after, max_attempts, idempotency_key, deadline)
     SELECT x.id, x.owner_service, x.owner_ref, x.task_type, x.model_profile, x.input,
            coalesce(x.priority, 0), coalesce(x.run_after, now()), coalesce(x.max_attempts, 3),
-           x.idempotency_key
+           x.idempotency_key,
+           -- a longest wait counts from creation: now() is the created_at this row gets
+           coalesce(x.deadline, now() + make_interval(secs => x.max_wait))
     FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
         id uuid, owner_service text, owner_ref text, task_type text, model_profile text,
-        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text)
+        input jsonb, priority int, run_after timestamptz, max_attempts int, idempotency_key text,
+        deadline timestamptz, max_wait int)
     ON CONFLICT (owner_service, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, owner_ref, idempotency_key, status, task_type, model_profile, worker_id,
               lease_token, attempts, error_category, error_message
@@ -257,6 +263,27 @@ WITH changed AS (
 )
 SELECT * FROM changed;
 
+-- name: expire_overdue_jobs
+-- The sweep: pending jobs past their deadline expire, a batch at a time, found through
+-- ix_jobs_pending_deadline (only pending jobs with a deadline are in it). The claim already
+-- passes them by; this gives them their final status, event and notices. A job a claim holds
+-- right now is skipped: it is being claimed before its deadline, or the next sweep takes it.
+WITH changed AS (
+    UPDATE jobs SET status = 'expired', finished_at = now(), updated_at = now()
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND deadline IS NOT NULL AND deadline <= now()
+        ORDER BY deadline
+        LIMIT :batch_size
+        FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), logged AS (
+    INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
+    SELECT id, 'expired', status, worker_id, attempts, error_category,
+           'still pending when its deadline passed' FROM changed
+)
+SELECT * FROM changed;
+
 -- name: cancel_job
 -- Cancel answers the job's new state and, when it was running, the lease token of the attempt
 -- it ended (`stopped_lease_token`), so the worker running it can be told to stop that attempt
@@ -314,7 +341,7 @@ SELECT * FROM changed;
 WITH doomed AS (
     SELECT id FROM jobs
     WHERE finished_at < now() - make_interval(secs => :older_than)
-      AND status IN ('completed', 'failed', 'cancelled')
+      AND status IN ('completed', 'failed', 'cancelled', 'expired')
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                       WHERE d.job_id = jobs.id AND d.state = 'pending')
     ORDER BY finished_at

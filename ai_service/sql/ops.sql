@@ -31,7 +31,8 @@ WHERE status = 'pending';
 SELECT floor(extract(epoch FROM now() - finished_at) / 300)::int AS bucket,
        count(*) FILTER (WHERE status = 'completed') AS completed,
        count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE status = 'expired') AS expired
 FROM jobs WHERE finished_at > now() - interval '1 hour'
 GROUP BY 1;
 

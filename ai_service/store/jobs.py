@@ -1,5 +1,5 @@
 """The jobs store: create, read, claim, complete, fail, defer, heartbeat, release, cancel,
-retry and prune. The statements are in ai_service/sql/jobs.sql and claim.sql.
+retry, expire and prune. The statements are in ai_service/sql/jobs.sql and claim.sql.
 
 Two ways in. `transaction()` yields a JobTransaction: the changes that may send notices, run
 on that transaction's connection, plus `notify`, so a change and what it tells workers commit
@@ -205,6 +205,15 @@ class JobTransaction:
         if not locked:
             return []
         return self._driver.rows(self._conn, queries["expire_exhausted_leases"], {}, _JOB)
+
+    def expire_overdue_jobs(self, batch_size: int) -> list[JobRow]:
+        """Expire up to `batch_size` pending jobs past their deadline, with their expired
+        events. [] without touching anything while another process sweeps."""
+        [(locked,)] = self._driver.rows(self._conn, queries["sweep_lock"], {})
+        if not locked:
+            return []
+        return self._driver.rows(self._conn, queries["expire_overdue_jobs"],
+                                 {"batch_size": batch_size}, _JOB)
 
     # ----- helpers --------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ Reads AI_SERVICE_URL and AI_SERVICE_TOKEN (an admin token: it both creates and c
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from ai_service_client import AuthenticatedClient
@@ -95,6 +97,31 @@ def batch(client: AuthenticatedClient) -> None:
     ], made
 
 
+def a_job_past_its_deadline_expires(client: AuthenticatedClient) -> None:
+    """Created with a deadline already past: never claimed, expired by the server's sweeper;
+    long polls until then (each answers at the latest after its wait)."""
+    body = JobCreate(
+        owner_service="telephony", owner_ref="beeline/late", task_type="llm_chat",
+        model_profile="qwen2.5-14b", input_=JobCreateInput.from_dict({"user": "late"}),
+        deadline=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    job = create_job.sync(client=client, body=body)
+    assert isinstance(job, Job) and job.deadline is not None, job
+    give_up = time.monotonic() + 180
+    while job.status is not JobStatus.EXPIRED and time.monotonic() < give_up:
+        waited = get_job.sync(job.id, client=client, wait=30)
+        assert isinstance(waited, Job), waited
+        job = waited
+    assert job.status is JobStatus.EXPIRED and job.attempts == 0, job
+    waits = JobCreate(
+        owner_service="telephony", owner_ref="beeline/waits", task_type="tg_analysis",
+        model_profile="qwen2.5-14b", input_=JobCreateInput.from_dict({}), max_wait=600,
+    )
+    made = create_job.sync(client=client, body=waits)
+    assert isinstance(made, Job) and made.deadline is not None, made
+    assert made.deadline - made.created_at == timedelta(seconds=600), made
+
+
 def main() -> None:
     client = AuthenticatedClient(
         base_url=os.environ["AI_SERVICE_URL"], token=os.environ["AI_SERVICE_TOKEN"],
@@ -106,6 +133,7 @@ def main() -> None:
         missing_job_is_not_found(client)
         a_wait_past_60_seconds_is_refused(client, job)
         batch(client)
+        a_job_past_its_deadline_expires(client)
     print("generated client: ok")
 
 

@@ -73,3 +73,46 @@ def test_gunicorn_alone_fails_a_dead_workers_last_attempt(
     assert (done["status"], done["error_category"]) == ("failed", "lease_expired"), done
     events = [e["event"] for e in api.get(f"/jobs/{job_id}/events").json()]
     assert events == ["created", "claimed", "lease_expired"]
+
+
+def test_a_worker_never_runs_a_job_past_its_deadline_and_a_sweeper_expires_it(
+    base_env: dict, spawn: Callable[..., Proc], fake_llm: FakeLLMServer, admin_headers: dict
+) -> None:
+    """Sweepers that sweep only at their start: the serving worker claims past the overdue
+    job (it runs a job created after it), then a process that only sweeps expires it. A
+    gunicorn worker forked late may sweep it first: either way it never runs."""
+    web = spawn(GUNICORN, {**base_env, "HTTP_PORT": str(free_port()), "SWEEP_INTERVAL": NEVER},
+                "web")
+    url = f"http://127.0.0.1:{web.env['HTTP_PORT']}"
+    wait_ready(url, web)
+    api = Api(url, admin_headers)
+    serving = spawn(WORKER, {**base_env, "WORKER_ID": "serving", "SWEEP_INTERVAL": NEVER},
+                    "worker")
+    first = create(api, "first", owner_ref="beeline/first")
+    assert wait_status(api, first, ("completed",), timeout=120)["status"] == "completed", \
+        serving.log()  # serving, its one sweep behind it
+
+    late = create(api, "too late to answer", owner_ref="beeline/late",
+                  deadline="2020-01-01T00:00:00Z")
+    after = create(api, "after", owner_ref="beeline/after", max_wait=3600)
+    assert wait_status(api, after, ("completed",), timeout=120)["status"] == "completed", \
+        serving.log()
+    passed_over = api.get(f"/jobs/{late}").json()
+    assert passed_over["attempts"] == 0, passed_over
+    assert passed_over["status"] in ("pending", "expired"), passed_over
+
+    # No LLM runner: this worker claims nothing, it only sweeps.
+    sweeping = spawn(WORKER, {**base_env, "WORKER_ID": "sweeping", "LLM_BASE_URL": "",
+                              "SWEEP_INTERVAL": SOON}, "worker")
+    expired = wait_status(api, late, ("expired",), timeout=120)
+
+    assert (expired["status"], expired["attempts"], expired["worker_id"]) == (
+        "expired", 0, None), sweeping.log()
+    events = [e["event"] for e in api.get(f"/jobs/{late}/events").json()]
+    assert events == ["created", "expired"]
+    logged = time.monotonic() + 60  # the line follows the commit the status was read from
+    while not any(f"job {late} expired" in p.log() for p in (web, sweeping)):
+        assert time.monotonic() < logged, web.log() + sweeping.log()
+        time.sleep(0.05)
+    assert [r["json"]["messages"][-1]["content"] for r in fake_llm.chat_requests()] == [
+        "first", "after"]

@@ -81,7 +81,7 @@ def test_check_config_lists_every_setting_where_it_came_from_and_hides_secrets(
     assert list(lines) == [setting.variable for setting in SETTINGS]
     assert lines["LLM_API_KEY"] == "LLM_API_KEY=set # environment"
     assert lines["WORKER_LEASE"] == "WORKER_LEASE=90s # environment"
-    assert lines["SWEEP_INTERVAL"] == "SWEEP_INTERVAL=15s # default"
+    assert lines["SWEEP_INTERVAL"] == "SWEEP_INTERVAL=5s # default"
     assert lines["DATABASE_URL"].startswith("DATABASE_URL=postgresql+psycopg://***@127.0.0.1:")
     assert "sk-cli-secret" not in out and "db-secret-pw" not in out
 

@@ -446,7 +446,7 @@ def test_stats_count_by_status_task_and_error_category(client: FlaskClient) -> N
 
     stats = client.get(f"{API}/stats").json
     assert stats["by_status"] == {
-        "pending": 1, "running": 0, "completed": 1, "failed": 1, "cancelled": 0
+        "pending": 1, "running": 0, "completed": 1, "failed": 1, "cancelled": 0, "expired": 0
     }
     assert {"task_type": "transcribe", "model_profile": "whisperx", "status": "pending",
             "count": 1} in stats["by_task_type"]

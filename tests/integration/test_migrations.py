@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from alembic import command
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from ai_service import db
 from ai_service.config import to_sqlalchemy_url
@@ -47,5 +47,29 @@ def test_concurrent_starters_migrate_once_under_the_advisory_lock(pg_cluster: Lo
     engine = create_engine(to_sqlalchemy_url(url))
     try:
         assert "jobs" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_past_deadlines_turns_expired_jobs_into_cancelled_ones(
+    pg_cluster: LocalCluster,
+) -> None:
+    """The statuses before 0012 have no `expired`: the old CHECK could not come back over one."""
+    pg_cluster.create_database("migrations_deadlines")
+    url = pg_cluster.url("migrations_deadlines")
+    cfg = db.alembic_config(url)
+    engine = create_engine(to_sqlalchemy_url(url))
+    try:
+        command.upgrade(cfg, "head")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO jobs (owner_service, owner_ref, task_type, model_profile, input,"
+                " status, deadline, finished_at) VALUES ('s', 'r', 't', 'p', '{}', 'expired',"
+                " now() - interval '1 hour', now())"))
+        command.downgrade(cfg, "0011")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT status FROM jobs")).scalar_one() == "cancelled"
+        command.upgrade(cfg, "head")
+        command.check(cfg)
     finally:
         engine.dispose()

@@ -217,7 +217,7 @@ def test_every_answered_field_is_required_and_only_the_nullable_ones_are_nullabl
     job = doc["components"]["schemas"]["Job"]["properties"]
     assert {f for f, p in job.items() if p.get("nullable")} == {
         "result", "worker_id", "lease_expires_at", "error_category", "error_message",
-        "idempotency_key", "started_at", "finished_at",
+        "idempotency_key", "started_at", "finished_at", "deadline",
     }
     assert "lease_token" in doc["components"]["schemas"]["ClaimedJob"]["required"]
 

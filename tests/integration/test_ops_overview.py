@@ -34,7 +34,7 @@ def test_the_overview_counts_unfinished_jobs_and_the_last_hours_finished_ones(
     overview = repo.ops_overview()
 
     assert overview["totals"] == {"pending": 3, "running": 1, "completed": 1, "failed": 1,
-                                  "cancelled": 1}
+                                  "cancelled": 1, "expired": 0}
     assert [(f.id, f.status) for f in overview["recent_failures"]] == [
         (retrying.id, "pending"), (failing.id, "failed")]
     seen = {w["worker_id"]: w["running"] for w in overview["workers"]}

@@ -21,7 +21,7 @@ from ai_service.store.jobs import JobRepository, RetryPolicy
 from ai_service.store.webhooks import WebhookRepository
 from tests.integration.helpers import claim_one, expire_lease, lease_of, new_job
 
-ALL_EVENTS = ["job.completed", "job.failed", "job.cancelled"]
+ALL_EVENTS = ["job.completed", "job.failed", "job.cancelled", "job.expired"]
 RECEIVER = "https://hooks.example.com/ai"
 
 
@@ -135,6 +135,18 @@ def test_the_sweepers_expiry_queues_job_failed(
     [expired] = service.expire_exhausted_leases()
     assert expired.id == job.id
     assert queued(repo, job.id) == [("job.failed", endpoint.id, RECEIVER, "pending")]
+
+
+def test_a_job_the_sweeper_expires_past_its_deadline_queues_job_expired(
+        repo: JobRepository, service: JobService, webhooks: WebhookRepository) -> None:
+    endpoint = register(webhooks)
+    job, _ = service.create_job(new_job(max_wait=1))
+    with repo.engine.begin() as conn:  # its wait ran out
+        conn.execute(text("UPDATE jobs SET deadline = now() - interval '1 second' "
+                          "WHERE id = :id"), {"id": job.id})
+    [expired] = service.expire_overdue_jobs()
+    assert expired.id == job.id and expired.status == JobStatus.EXPIRED
+    assert queued(repo, job.id) == [("job.expired", endpoint.id, RECEIVER, "pending")]
 
 
 # ----- who is sent what -----------------------------------------------------------------------

@@ -257,7 +257,7 @@ def test_a_refused_value_is_one_line_in_the_words_operators_know(
 
 def test_the_sweep_and_the_web_server_sizes_are_read() -> None:
     defaults = load_settings(BASE)
-    assert (defaults.sweep_interval, defaults.web_concurrency, defaults.web_threads) == (15, 2, 4)
+    assert (defaults.sweep_interval, defaults.web_concurrency, defaults.web_threads) == (5, 2, 4)
     s = load_settings({**BASE, "SWEEP_INTERVAL": "500ms", "WEB_CONCURRENCY": "3",
                        "WEB_THREADS": "8"})
     assert (s.sweep_interval, s.web_concurrency, s.web_threads) == (0.5, 3, 8)
@@ -307,7 +307,7 @@ def test_the_readme_table_has_a_row_per_setting_with_its_default_and_bound() -> 
     rows = settings_docs.markdown_table().splitlines()[2:]
     assert [row.split("`")[1] for row in rows] == [s.variable for s in SETTINGS]
     sweep = next(row for row in rows if row.startswith("| `SWEEP_INTERVAL` |"))
-    assert sweep.startswith("| `SWEEP_INTERVAL` | `15s` | duration > 0 | both | how often each")
+    assert sweep.startswith("| `SWEEP_INTERVAL` | `5s` | duration > 0 | both | how often each")
     port = next(row for row in rows if row.startswith("| `HTTP_PORT` |"))
     assert "| `8080` | integer between 1 and 65535 | web |" in port
 
@@ -339,5 +339,5 @@ def test_the_settings_listing_shows_every_setting_and_where_it_came_from() -> No
     assert named["DATABASE_URL"] == "DATABASE_URL=postgresql+psycopg://***@db/ai # environment"
     assert named["LLM_API_KEY"] == "LLM_API_KEY=set # environment"
     assert named["WORKER_LEASE"] == "WORKER_LEASE=90s # environment"
-    assert named["SWEEP_INTERVAL"] == "SWEEP_INTERVAL=15s # default"
+    assert named["SWEEP_INTERVAL"] == "SWEEP_INTERVAL=5s # default"
     assert "sekrit" not in "\n".join(lines) and "db-pass" not in "\n".join(lines)

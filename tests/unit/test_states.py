@@ -39,6 +39,7 @@ STATEMENTS: dict[str, tuple[Action, ...]] = {
     "expire_exhausted_leases": (Action.EXPIRE_LEASE,),
     "cancel_job": (Action.CANCEL,),
     "retry_job": (Action.RETRY,),
+    "expire_overdue_jobs": (Action.EXPIRE,),
 }
 
 _LITERAL = re.compile(r"'(\w+)'")
@@ -148,7 +149,8 @@ def test_the_extraction_sees_an_unknown_status_guard_and_an_unknown_event() -> N
 
 
 def test_finished_statuses_are_those_only_a_retry_leaves() -> None:
-    assert FINISHED_STATUSES == (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+    assert FINISHED_STATUSES == (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
+                                 JobStatus.EXPIRED)
     assert models.FINISHED_STATUSES == FINISHED_STATUSES
 
 
@@ -163,6 +165,11 @@ def test_the_jobs_tables_partial_indexes_name_only_known_statuses() -> None:
         where = index.dialect_options["postgresql"]["where"]
         if where is not None:
             assert set(_STATUS_EQ.findall(str(where))) <= set(JobStatus), index.name
+
+
+def test_an_expired_job_is_final_for_good_and_only_a_pending_one_expires() -> None:
+    assert TRANSITIONS[Action.EXPIRE].sources == {JobStatus.PENDING}
+    assert all(JobStatus.EXPIRED not in transition.sources for transition in TRANSITIONS.values())
 
 
 def test_only_rate_limiting_defers_and_what_defers_is_retryable() -> None:
