@@ -97,6 +97,31 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger (usage_ledger, migration 0012): each completed attempt's usage, which
+    -- the caller read from its result into the item (ai_service/usage.py), added to its owner
+    -- × profile × hour row in this same statement: the completion has no transaction, and
+    -- one more CTE costs no round trip. Summed per row first (one INSERT may not update a row
+    -- twice) and in key order, so two statements lock shared rows in the same order. The
+    -- slot is this worker's: concurrent workers add to rows of their own instead of queueing
+    -- on one hot row until commit (reads sum the slots).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
+           sum(u.audio_seconds), sum(u.provider_seconds)
+    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
+        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
+        provider_seconds float8) ON u.id = c.id
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -120,11 +145,37 @@ WITH changed AS (
       AND jobs.status = 'running' AND jobs.worker_id = :worker_id
     RETURNING jobs.id, jobs.owner_ref, jobs.idempotency_key, jobs.status, jobs.task_type,
               jobs.model_profile, jobs.worker_id, jobs.lease_token, jobs.attempts,
-              jobs.error_category, jobs.error_message, jobs.waited_until
+              jobs.error_category, jobs.error_message, jobs.waited_until,
+              jobs.owner_service
 ), logged AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'completed', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger (usage_ledger, migration 0012): each completed attempt's usage, which
+    -- the caller read from its result into the item (ai_service/usage.py), added to its owner
+    -- × profile × hour row in this same statement: the completion has no transaction, and
+    -- one more CTE costs no round trip. Summed per row first (one INSERT may not update a row
+    -- twice) and in key order, so two statements lock shared rows in the same order. The
+    -- slot is this worker's: concurrent workers add to rows of their own instead of queueing
+    -- on one hot row until commit (reads sum the slots).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
+           sum(u.audio_seconds), sum(u.provider_seconds)
+    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
+        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
+        provider_seconds float8) ON u.id = c.id
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -159,6 +210,23 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN status = 'pending' THEN 'attempt_failed' ELSE 'failed' END, status,
            worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger: a failed or deferred attempt counts too, with what the worker
+    -- measured of it (see the completion's `used` in complete_jobs).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT owner_service, date_trunc('hour', now(), 'UTC'), model_profile,
+           hashtext(:worker_id) & 7, 1, CAST(:prompt_tokens AS bigint),
+           CAST(:completion_tokens AS bigint), CAST(:audio_seconds AS float8),
+           CAST(:provider_seconds AS float8)
+    FROM changed
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 )
 SELECT * FROM changed;
 
@@ -185,6 +253,23 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN status = 'pending' THEN 'deferred' ELSE 'failed' END, status,
            worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger: a failed or deferred attempt counts too, with what the worker
+    -- measured of it (see the completion's `used` in complete_jobs).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT owner_service, date_trunc('hour', now(), 'UTC'), model_profile,
+           hashtext(:worker_id) & 7, 1, CAST(:prompt_tokens AS bigint),
+           CAST(:completion_tokens AS bigint), CAST(:audio_seconds AS float8),
+           CAST(:provider_seconds AS float8)
+    FROM changed
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 )
 SELECT * FROM changed;
 

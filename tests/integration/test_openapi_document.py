@@ -37,6 +37,7 @@ OPERATIONS = {
     ("get", "/api/v1/providers/status"): "getProvidersStatus",
     ("get", "/api/v1/owners"): "listOwners",
     ("put", "/api/v1/owners/{owner_service}"): "setOwner",
+    ("get", "/api/v1/usage"): "getUsage",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
