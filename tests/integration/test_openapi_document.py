@@ -58,6 +58,7 @@ ERRORS = {
     "getProvidersStatus": EVERY | {"403"},
     "listOwners": EVERY | {"403"},
     "setOwner": EVERY | BODY | {"403"},
+    "getUsage": EVERY | {"403", "422"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 
