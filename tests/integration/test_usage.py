@@ -19,7 +19,7 @@ from ai_service.store.jobs import JobRepository
 from ai_service.usage import Usage
 from tests.conftest import issue_token
 from tests.integration.conftest import client_with
-from tests.integration.helpers import lease_of, new_job
+from tests.integration.helpers import expire_lease, lease_of, new_job
 from tests.integration.test_ops_sessions import signed_in
 
 PROFILE = "qwen2.5-14b"
@@ -308,3 +308,18 @@ def test_the_page_shows_the_top_owners_of_the_last_day(
     page = signed_in(app, admin_token).get("/").get_data(as_text=True)
     [table] = re.findall(r'<table id="usage">.*?</table>', page, re.S)
     assert re.search(r"<td>crm</td><td class=\"num\">1</td>\s*<td class=\"num\">1234</td>", table)
+
+
+def test_an_owner_over_its_budget_is_not_reclaimed_from_a_crashed_worker_either(
+    repo: JobRepository,
+) -> None:
+    """A lease that ran out is a new attempt for whoever reclaims it: it waits like the rest."""
+    service = JobService(repo)
+    repo.create_jobs([new_job(owner_ref="t/0"), new_job(owner_ref="t/1")])
+    first, crashed = claim_all(service)
+    service.complete_jobs("w1", [(lease_of(first), chat_result(60, 40, 100.0))])
+    service.owners.set_owner("telephony", daily_tokens=100)
+    expire_lease(repo, crashed.id)
+    assert claim_all(service, "w2") == []
+    service.owners.set_owner("telephony", daily_tokens=None)
+    assert [j.id for j in claim_all(service, "w2")] == [crashed.id]
