@@ -89,7 +89,7 @@ def test_a_failed_attempt_adds_its_count_and_provider_time_retried_or_final(
     service = JobService(repo)
     repo.create_jobs([new_job(max_attempts=2)])
     [job] = claim_all(service)
-    retried = service.fail_attempt(lease_of(job), "provider_timeout", "slow", retryable=True,
+    retried = service.fail_attempt(lease_of(job), "provider_unavailable", "down", retryable=True,
                                    usage=Usage(provider_seconds=1.5))
     assert retried.status == "pending"
     assert ledger(repo, "telephony") == (1, 0, 0, 0.0, 1.5)

@@ -64,6 +64,7 @@ class MemoryQueue:
         self.claims: list[int] = []  # the limit each claim asked for
         self.completions: list[list[Lease]] = []
         self.failures: list[FailedAttempt] = []
+        self.failure_usage: dict[Lease, Usage] = {}  # what each failed attempt reported
         self.heartbeats: list[list[Lease]] = []
         self.releases: list[list[Lease]] = []
         self.blocked: Counter[str] = Counter()  # calls waiting right now in a held method
@@ -206,6 +207,7 @@ class MemoryQueue:
         self, lease: Lease, category: str, message: str, *, retryable: bool = False,
         retry_after: float | None = None, backpressure: bool = False, usage: Usage = NONE,
     ) -> JobRow:
+        self.failure_usage[lease] = usage
         self._called("fail_attempt", self.failures, FailedAttempt(
             lease, category, message, retryable, retry_after, backpressure))
         with self.changed:
