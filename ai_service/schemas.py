@@ -469,7 +469,10 @@ class UsageQuerySchema(InputSchema):
     @post_load
     def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         end = data["end"] or datetime.now(UTC)
-        start = data["start"] or end - timedelta(hours=24)
+        try:
+            start = data["start"] or end - timedelta(hours=24)
+        except OverflowError:  # a `to` in the year 1
+            raise ValidationError(["`to` leaves no room for the default `from`"], "to") from None
         if start >= end:
             raise ValidationError(["must be before `to`"], "from")
         if end - start > MAX_USAGE_SPAN:

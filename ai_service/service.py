@@ -25,6 +25,10 @@ worker's fast path a batch of results is one autocommit statement (complete_jobs
 ai_service/sql/jobs.sql), so its outbox rows will be one more CTE of that statement (an INSERT
 ... SELECT FROM changed, as its events are written), not a transaction around it.
 
+Every finished attempt's usage goes into the usage ledger (ai_service/usage.py) by the
+statement that records the attempt (complete_jobs, fail_job, defer_job), not here: that is what
+keeps it in the attempt's transaction, completion's included, at no extra round trip.
+
 `JobQueue` is the part of it a worker uses: the worker loop depends on that Protocol only, so
 its scheduling is unit-tested against an in-memory queue (tests/support/memory_queue.py)."""
 

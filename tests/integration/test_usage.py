@@ -323,3 +323,9 @@ def test_an_owner_over_its_budget_is_not_reclaimed_from_a_crashed_worker_either(
     assert claim_all(service, "w2") == []
     service.owners.set_owner("telephony", daily_tokens=None)
     assert [j.id for j in claim_all(service, "w2")] == [crashed.id]
+
+
+def test_a_to_with_no_room_before_it_is_refused_not_a_fault(client: FlaskClient) -> None:
+    response = client.get("/api/v1/usage", query_string={"to": "0001-01-01T00:00:00Z"})
+    assert response.status_code == 422
+    assert "to" in response.get_json()["error"]["details"]["fields"]
