@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from ai_service import db, metrics
-from ai_service.api import Services, health, jobs, ops, ops_page, owners, webhooks
+from ai_service.api import Services, health, jobs, ops, ops_page, owners, usage, webhooks
 from ai_service.api.auth import TokenCache, register_auth
 from ai_service.api.errors import ServiceApi, error_response, register_error_handlers
 from ai_service.composition import build_core
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, *, start_sweeper: bool = False)
     api.register_blueprint(ops.blp)
     api.register_blueprint(owners.blp)
     api.register_blueprint(webhooks.blp)
+    api.register_blueprint(usage.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(ops_page.blp)
     return app

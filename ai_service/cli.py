@@ -117,11 +117,12 @@ def _set_owner(settings: Settings, args: argparse.Namespace) -> int:
     try:
         row = core.service.owners.set_owner(
             args.owner_service, weight=args.weight, max_running=args.max_running,
-            max_priority=args.max_priority)
+            max_priority=args.max_priority, daily_tokens=args.daily_tokens)
     finally:
         core.close()
     print(f"owner service {row.owner_service!r}: weight {row.weight}, "
-          f"max running {row.max_running or 'no cap'}, max priority {row.max_priority}")
+          f"max running {row.max_running or 'no cap'}, max priority {row.max_priority}, "
+          f"daily tokens {row.daily_tokens if row.daily_tokens is not None else 'no budget'}")
     return 0
 
 
@@ -131,12 +132,14 @@ def _list_owners(settings: Settings, _: argparse.Namespace) -> int:
         rows = core.service.owners.list_owners()
     finally:
         core.close()
-    print(f"{'OWNER SERVICE':32} {'WEIGHT':>6} {'MAX RUNNING':>11} {'MAX PRIORITY':>12}")
+    print(f"{'OWNER SERVICE':32} {'WEIGHT':>6} {'MAX RUNNING':>11} {'MAX PRIORITY':>12} "
+          f"{'DAILY TOKENS':>12}")
     for row in rows:
+        budget = row.daily_tokens if row.daily_tokens is not None else "-"
         print(f"{row.owner_service:32} {row.weight:>6} {row.max_running or '-':>11} "
-              f"{row.max_priority:>12}")
+              f"{row.max_priority:>12} {budget:>12}")
     print(f"(any other owner service: weight {DEFAULT_WEIGHT}, no cap, "
-          f"max priority {DEFAULT_MAX_PRIORITY})")
+          f"max priority {DEFAULT_MAX_PRIORITY}, no token budget)")
     return 0
 
 
@@ -156,6 +159,9 @@ def _add_owner_commands(commands: argparse._SubParsersAction) -> None:
     set_owner.add_argument("--max-priority", type=int, default=DEFAULT_MAX_PRIORITY,
                            help="the highest priority its jobs may ask for "
                                 "(default %(default)s)")
+    set_owner.add_argument("--daily-tokens", type=int, default=None, metavar="N",
+                           help="its budget of prompt plus completion tokens per UTC day; over "
+                                "it, its jobs wait (default: no budget)")
     set_owner.set_defaults(run=_set_owner)
     owners.add_parser("list", help="list the owner services with settings of their own"
                       ).set_defaults(run=_list_owners)

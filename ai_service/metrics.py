@@ -27,13 +27,14 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ai_service.config import Settings, declared_default
 from ai_service.inputs import BUILT_IN
 from ai_service.rows import JobBrief, JobRow
 from ai_service.states import ErrorCategory
+from ai_service.store.usage import UsageRepository
 
 if TYPE_CHECKING:
     from ai_service.store.jobs import JobRepository
@@ -164,6 +165,42 @@ class QueueCollector(Collector):
         yield oldest
 
 
+class UsageCollector(Collector):
+    """The usage ledger's all-time totals by owner service and model profile, read at scrape
+    time: counters every process answers alike, which survive restarts and count the attempts
+    of every worker (ai_service/store/usage.py). Their series are owners × profiles: profiles
+    outside the configuration are `other` as everywhere here, and owner services are those the
+    tokens an admin issues name, a set the deployment bounds."""
+
+    FIELDS = ("attempts", "prompt_tokens", "completion_tokens", "audio_seconds",
+              "provider_seconds")
+
+    def __init__(self, repository: JobRepository) -> None:
+        self.usage = UsageRepository(repository)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        labels = ["owner_service", "model_profile"]
+        attempts = CounterMetricFamily(
+            "ai_usage_attempts", "Finished attempts (completed, failed, deferred).", labels=labels)
+        tokens = CounterMetricFamily("ai_usage_tokens", "LLM tokens used by finished attempts.",
+                                     labels=[*labels, "kind"])
+        audio = CounterMetricFamily("ai_usage_audio_seconds", "Audio seconds transcribed.",
+                                    labels=labels)
+        provider = CounterMetricFamily("ai_usage_provider_seconds",
+                                       "Provider time of finished attempts.", labels=labels)
+        sums: dict[tuple[str, str], Tally[str]] = {}
+        for row in self.usage.totals():
+            key = (row["owner_service"], _known.job("", row["model_profile"])[1])
+            sums.setdefault(key, Tally()).update({f: row[f] for f in self.FIELDS})
+        for key, total in sums.items():
+            attempts.add_metric(list(key), total["attempts"])
+            tokens.add_metric([*key, "prompt"], total["prompt_tokens"])
+            tokens.add_metric([*key, "completion"], total["completion_tokens"])
+            audio.add_metric(list(key), total["audio_seconds"])
+            provider.add_metric(list(key), total["provider_seconds"])
+        yield from (attempts, tokens, audio, provider)
+
+
 def render(repository: JobRepository) -> tuple[bytes, str]:
     """The exposition text for /metrics: this server's processes plus the queue gauges."""
     registry = CollectorRegistry()
@@ -174,6 +211,7 @@ def render(repository: JobRepository) -> tuple[bytes, str]:
         body = generate_latest(REGISTRY)
     queue_registry = CollectorRegistry()
     queue_registry.register(QueueCollector(repository))
+    queue_registry.register(UsageCollector(repository))
     return body + generate_latest(queue_registry), CONTENT_TYPE_LATEST
 
 

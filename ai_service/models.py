@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
@@ -245,11 +246,32 @@ class Owner(Base):
     max_running: Mapped[int | None] = mapped_column(Integer)
     max_priority: Mapped[int] = mapped_column(Integer, server_default=text("100"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("weight > 0", name="weight"),
         CheckConstraint("max_running IS NULL OR max_running > 0", name="max_running"),
+        CheckConstraint("daily_tokens IS NULL OR daily_tokens >= 0", name="daily_tokens"),
     )
+
+
+class UsageLedger(Base):
+    """What finished attempts used, by owner service × hour × model profile, in the writing
+    worker's slot (migration 0013 says why; reads sum the slots). Prune never touches it."""
+
+    __tablename__ = "usage_ledger"
+
+    owner_service: Mapped[str] = mapped_column(String(OWNER_SERVICE_MAX), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    model_profile: Mapped[str] = mapped_column(Text, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    audio_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    provider_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+
+    __table_args__ = (Index("ix_usage_ledger_hour", "hour"),)
 
 
 class ProviderEndpoint(Base):

@@ -182,6 +182,7 @@ class OwnerRow:
     max_running: int | None
     max_priority: int
     updated_at: datetime | None
+    daily_tokens: int | None = None  # prompt + completion tokens per UTC day; None: no budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +237,27 @@ class DeliveryRow:
     last_error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """What finished attempts used in one period, for one owner service and model profile."""
+
+    period: datetime
+    owner_service: str
+    model_profile: str
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    audio_seconds: float
+    provider_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRow:
+    """An owner service's daily token budget and what it used today (UTC)."""
+
+    owner_service: str
+    daily_tokens: int
+    tokens_today: int
+    budget_exhausted: bool

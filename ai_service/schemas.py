@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,11 +24,13 @@ from ai_service.inputs import input_errors
 from ai_service.providers.breaker import BreakerState, Cooldown
 from ai_service.states import ErrorCategory
 from ai_service.store.owners import DEFAULT_MAX_PRIORITY, DEFAULT_WEIGHT
+from ai_service.store.usage import GRAINS
 
 MAX_JSON_DEPTH = 32
 MAX_PRIORITY = 1_000_000
 MAX_OWNER_WEIGHT = 1000
 MAX_OWNER_RUNNING = 1_000_000
+MAX_DAILY_TOKENS = 10**15  # far above any real budget, well inside the ledger's bigint
 MAX_LIST_LIMIT = 200
 MAX_CLAIM_LIMIT = 1000
 MAX_LEASE_SECONDS = 3600
@@ -494,6 +496,72 @@ class OwnerSettingsSchema(InputSchema):
     max_priority = fields.Integer(
         load_default=DEFAULT_MAX_PRIORITY, validate=validate.Range(-MAX_PRIORITY, MAX_PRIORITY),
         metadata={"description": "The highest priority its jobs may ask for. Default 100."})
+    daily_tokens = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(0, MAX_DAILY_TOKENS),
+        metadata={"description": "Its budget of prompt plus completion tokens per UTC day; "
+                                 "over it, its jobs wait (pending) until the next day or a "
+                                 "higher budget. null: no budget."})
+
+
+MAX_USAGE_SPAN = timedelta(days=400)
+
+
+class UsageQuerySchema(InputSchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    start = fields.AwareDateTime(
+        data_key="from", load_default=None,
+        metadata={"description": "From this time (ISO 8601 with a zone); default 24 hours "
+                                 "before `to`. Hours that began at or after it count."})
+    end = fields.AwareDateTime(
+        data_key="to", load_default=None,
+        metadata={"description": "Until this time, excluded; default now."})
+    group = fields.String(load_default="hour", validate=validate.OneOf(GRAINS), metadata={
+        "description": "Sum by UTC hour or UTC day."})
+    owner_service = _name(m.OWNER_SERVICE_MAX)
+    model_profile = _name(m.MODEL_PROFILE_MAX)
+
+    @post_load
+    def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        end = data["end"] or datetime.now(UTC)
+        try:
+            start = data["start"] or end - timedelta(hours=24)
+        except OverflowError:  # a `to` in the year 1
+            raise ValidationError(["`to` leaves no room for the default `from`"], "to") from None
+        if start >= end:
+            raise ValidationError(["must be before `to`"], "from")
+        if end - start > MAX_USAGE_SPAN:
+            raise ValidationError([f"at most {MAX_USAGE_SPAN.days} days before `to`"], "from")
+        return {**data, "start": start, "end": end}
+
+
+class UsageEntrySchema(Schema):
+    period = fields.DateTime(required=True, metadata={"description": "The hour or day's start."})
+    owner_service = fields.String(required=True)
+    model_profile = fields.String(required=True)
+    attempts = fields.Integer(required=True, metadata={
+        "description": "Finished attempts: completed, failed or deferred."})
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    audio_seconds = fields.Float(required=True)
+    provider_seconds = fields.Float(required=True)
+
+
+class BudgetSchema(Schema):
+    owner_service = fields.String(required=True)
+    daily_tokens = fields.Integer(required=True)
+    tokens_today = fields.Integer(required=True, metadata={
+        "description": "Prompt plus completion tokens used since 00:00 UTC."})
+    budget_exhausted = fields.Boolean(required=True, metadata={
+        "description": "Its jobs wait (stay pending) until the next UTC day or a higher "
+                       "budget."})
+
+
+class UsageReportSchema(Schema):
+    usage = fields.List(fields.Nested(UsageEntrySchema), required=True)
+    budgets = fields.List(fields.Nested(BudgetSchema), required=True, metadata={
+        "description": "The owner services asked about that have a daily token budget."})
 
 
 class OwnerSchema(Schema):
@@ -502,6 +570,7 @@ class OwnerSchema(Schema):
     max_running = fields.Integer(required=True, allow_none=True)
     max_priority = fields.Integer(required=True)
     updated_at = fields.DateTime(required=True, allow_none=True)
+    daily_tokens = fields.Integer(required=True, allow_none=True)
 
 
 class OwnerListSchema(Schema):

@@ -25,6 +25,10 @@ give: on the worker's fast path a batch of results is one autocommit statement (
 in ai_service/sql/jobs.sql), so its outbox rows are one more CTE of that statement (an INSERT
 ... SELECT FROM changed, as its events are written), not a transaction around it.
 
+Every finished attempt's usage goes into the usage ledger (ai_service/usage.py) by the
+statement that records the attempt (complete_jobs, fail_job, defer_job), not here: that is what
+keeps it in the attempt's transaction, completion's included, at no extra round trip.
+
 `JobQueue` is the part of it a worker uses: the worker loop depends on that Protocol only, so
 its scheduling is unit-tested against an in-memory queue (tests/support/memory_queue.py)."""
 
@@ -43,6 +47,8 @@ from ai_service.rows import JobBrief, JobEventRow, JobPage, JobRow, Lease, NewJo
 from ai_service.states import ErrorCategory, JobStatus
 from ai_service.store.jobs import JobRepository, JobTransaction, Stopped
 from ai_service.store.owners import OwnerRepository
+from ai_service.store.usage import UsageRepository
+from ai_service.usage import NONE, Usage
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 Created = TypeVar("Created", JobRow, JobBrief)
@@ -83,7 +89,7 @@ class JobQueue(Protocol):
 
     def fail_attempt(
         self, lease: Lease, category: str, message: str, *, retryable: bool = False,
-        retry_after: float | None = None, backpressure: bool = False,
+        retry_after: float | None = None, backpressure: bool = False, usage: Usage = NONE,
     ) -> JobRow: ...
 
     def heartbeat_jobs(
@@ -100,6 +106,7 @@ class JobService:
     def __init__(self, store: JobRepository, owners: OwnerRepository | None = None) -> None:
         self.store = store
         self.owners = owners or OwnerRepository(store)
+        self.usage = UsageRepository(store)  # the ledger's reads; its writes are the store's
 
     # ----- callers ----------------------------------------------------------------------------
 
@@ -223,18 +230,20 @@ class JobService:
 
     def fail_attempt(
         self, lease: Lease, category: str, message: str, *, retryable: bool = False,
-        retry_after: float | None = None, backpressure: bool = False,
+        retry_after: float | None = None, backpressure: bool = False, usage: Usage = NONE,
     ) -> JobRow:
         """Record a failed attempt. Backpressure (see `defers`) gives the attempt back until
         the job has been deferred MAX_DEFERRALS times; a retryable failure with attempts left
-        goes back to pending after a backoff; anything else fails the job for good."""
+        goes back to pending after a backoff; anything else fails the job for good. Either way
+        the attempt and its `usage` go into the usage ledger, in the same statement."""
         deferring = defers(category, backpressure=backpressure)
         with self.store.transaction() as tx:
             if deferring:
-                job = tx.defer_job(lease, category, message, retry_after=retry_after)
+                job = tx.defer_job(lease, category, message, retry_after=retry_after,
+                                   usage=usage)
             else:
                 job = tx.fail_job(lease, category, message, retryable=retryable,
-                                  retry_after=retry_after)
+                                  retry_after=retry_after, usage=usage)
             if job is not None and job.status == JobStatus.FAILED:
                 self._finished([job], tx)
         if job is None:

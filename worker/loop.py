@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ai_service import metrics
 from ai_service.backoff import Backoff
@@ -232,16 +232,17 @@ class Worker:
         job = running.job
         started = time.monotonic()
         try:
-            return running.runner.run(job, running.signal)
+            outcome = running.runner.run(job, running.signal)
         except Exception as exc:  # a runner bug must not kill the slot or lose the job
             log.exception("runner crashed on job %s", running.lease.job_id,
                           extra=job_context(job))
-            return Failed(ErrorCategory.INTERNAL_ERROR,
-                          f"{type(exc).__name__} in the runner", retryable=True)
-        finally:
-            metrics.JOB_RUN_SECONDS.labels(*metrics.job_labels(job)).observe(
-                time.monotonic() - started
-            )
+            outcome = Failed(ErrorCategory.INTERNAL_ERROR,
+                             f"{type(exc).__name__} in the runner", retryable=True)
+        seconds = time.monotonic() - started
+        metrics.JOB_RUN_SECONDS.labels(*metrics.job_labels(job)).observe(seconds)
+        # A failure has no result to read its provider time from: the usage ledger counts
+        # the time the attempt took here.
+        return replace(outcome, seconds=seconds) if isinstance(outcome, Failed) else outcome
 
     # ----- leases -----------------------------------------------------------------------------
 

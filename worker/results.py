@@ -18,6 +18,7 @@ from ai_service.logs import job_context
 from ai_service.rows import Lease
 from ai_service.service import JobQueue
 from ai_service.states import ErrorCategory
+from ai_service.usage import Usage
 from worker.runners import Completed, Failed, Outcome
 
 log = logging.getLogger("worker")
@@ -141,7 +142,8 @@ class ResultWriter:
         try:
             job = self.queue.fail_attempt(
                 lease, outcome.category, outcome.message, retryable=outcome.retryable,
-                retry_after=outcome.retry_after, backpressure=outcome.defer)
+                retry_after=outcome.retry_after, backpressure=outcome.defer,
+                usage=Usage(provider_seconds=outcome.seconds))
         except (JobStateConflict, JobNotFound) as exc:
             log.warning("job %s outcome not stored: %s", lease.job_id, exc,
                         extra=_lease_context(lease))

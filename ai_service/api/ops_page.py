@@ -31,6 +31,7 @@ COOKIE = "ai_service_session"
 # Before sessions, the cookie held the admin token itself: a browser that still has it loses it.
 TOKEN_COOKIE = "ai_service_token"
 REFRESH_SECONDS = 10
+USAGE_TOP_OWNERS = 10  # the usage section's rows: the owners that matter at a glance
 # A search lists at most this many jobs filed under one owner_ref, newest first.
 SEARCH_MATCHES = 50
 # Messages the sign-in form may show, by the code in its URL: a link cannot make the page say
@@ -147,8 +148,15 @@ def page() -> Any:
         csrf=session.csrf_token,
         refresh=REFRESH_SECONDS, message=request.args.get("done"),
         auth_disabled=services().settings.auth_disabled,
-        only=only, filter_notes=filter_notes, categories=CATEGORIES,
+        only=only, filter_notes=filter_notes, categories=CATEGORIES, usage=_usage(),
     )
+
+
+def _usage() -> dict[str, Any]:
+    """The page's usage section: the owners that used most over the last 24 hours, and the
+    daily token budgets with whether each is exhausted."""
+    top, budgets = service().usage.top_owners(USAGE_TOP_OWNERS)
+    return {"top": top, "budgets": budgets}
 
 
 @blp.get("/ops/jobs/<job_ref>")

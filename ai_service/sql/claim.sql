@@ -41,16 +41,26 @@
 --   (owners.max_running) is claimed only by a claim that holds its lock
 --   (lock_capped_owners, passed as `:capped_owners`) and never past its cap; the uncapped
 --   shape leaves capped owners' jobs alone;
+-- - exhausted: owners over their daily token budget; every lane leaves their jobs alone;
 -- - claimed: one UPDATE ... RETURNING, each job with a fresh lease token, and its event; the
 --   answer is the jobs alone (`lane` stays inside), highest priority first, then oldest.
 
 -- name: claim_jobs
 -- The claim without caps.
-WITH RECURSIVE expired AS (
+WITH RECURSIVE exhausted AS MATERIALIZED (
+    -- owners over their daily token budget (owners.daily_tokens): none of their jobs is
+    -- claimed, so they wait; only owners with a budget are read, each one range of today's
+    -- rows in the ledger's primary key (owner, hour, ...)
+    SELECT o.owner_service FROM owners o
+    WHERE o.daily_tokens IS NOT NULL AND o.daily_tokens <= (
+        SELECT coalesce(sum(u.prompt_tokens + u.completion_tokens), 0) FROM usage_ledger u
+        WHERE u.owner_service = o.owner_service AND u.hour >= date_trunc('day', now(), 'UTC'))
+), expired AS (
     SELECT id, model_profile, priority, created_at, 0 AS lane, 0.0::float8 AS share FROM jobs
     WHERE status = 'running' AND lease_expires_at <= now() AND attempts < max_attempts
       AND (CAST(:task_types AS text[]) IS NULL OR task_type = ANY(CAST(:task_types AS text[])))
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
+      AND owner_service NOT IN (SELECT owner_service FROM exhausted)
     ORDER BY lease_expires_at
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -85,6 +95,7 @@ WITH RECURSIVE expired AS (
         FROM firsts f CROSS JOIN running r
         LEFT JOIN owners o ON o.owner_service = f.owner_service
         WHERE o.max_running IS NULL
+          AND f.owner_service NOT IN (SELECT owner_service FROM exhausted)
     ) s WHERE max_running IS NULL OR running < max_running
 ), cutoff AS (
     -- with {limit} owners or more, the {limit}-th best first-job score: no job scoring worse
@@ -128,6 +139,7 @@ WITH RECURSIVE expired AS (
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
       AND id NOT IN (SELECT id FROM fair)
       AND owner_service NOT IN (SELECT owner_service FROM owners WHERE max_running IS NOT NULL)
+      AND owner_service NOT IN (SELECT owner_service FROM exhausted)
     ORDER BY priority DESC, created_at
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -158,7 +170,15 @@ SELECT * FROM claimed ORDER BY priority DESC, created_at;
 -- The claim with per-profile caps (`:caps`, a JSON object of profile to cap, maybe empty) and
 -- the capped owners this claim may serve (`:capped_owners`), run after lock_capped_profiles
 -- and lock_capped_owners in the same transaction.
-WITH RECURSIVE caps AS (
+WITH RECURSIVE exhausted AS MATERIALIZED (
+    -- owners over their daily token budget (owners.daily_tokens): none of their jobs is
+    -- claimed, so they wait; only owners with a budget are read, each one range of today's
+    -- rows in the ledger's primary key (owner, hour, ...)
+    SELECT o.owner_service FROM owners o
+    WHERE o.daily_tokens IS NOT NULL AND o.daily_tokens <= (
+        SELECT coalesce(sum(u.prompt_tokens + u.completion_tokens), 0) FROM usage_ledger u
+        WHERE u.owner_service = o.owner_service AND u.hour >= date_trunc('day', now(), 'UTC'))
+), caps AS (
     SELECT key AS model_profile, value::int AS cap FROM jsonb_each_text(CAST(:caps AS jsonb))
 ), busy AS (
     SELECT j.model_profile, count(*) AS running
@@ -177,6 +197,7 @@ WITH RECURSIVE caps AS (
       AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
       AND (owner_service NOT IN (SELECT owner_service FROM owners WHERE max_running IS NOT NULL)
            OR owner_service = ANY(CAST(:capped_owners AS text[])))
+      AND owner_service NOT IN (SELECT owner_service FROM exhausted)
     ORDER BY lease_expires_at
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -210,7 +231,8 @@ WITH RECURSIVE caps AS (
                coalesce((r.by_owner ->> f.owner_service)::int, 0) AS running, o.max_running
         FROM firsts f CROSS JOIN running r
         LEFT JOIN owners o ON o.owner_service = f.owner_service
-        WHERE o.max_running IS NULL OR f.owner_service = ANY(CAST(:capped_owners AS text[]))
+        WHERE (o.max_running IS NULL OR f.owner_service = ANY(CAST(:capped_owners AS text[])))
+          AND f.owner_service NOT IN (SELECT owner_service FROM exhausted)
     ) s WHERE max_running IS NULL OR running < max_running
 ), cutoff AS (
     -- with {limit} owners or more, the {limit}-th best first-job score: no job scoring worse
@@ -256,6 +278,7 @@ WITH RECURSIVE caps AS (
       AND (CAST(:profiles AS text[]) IS NULL OR model_profile = ANY(CAST(:profiles AS text[])))
       AND id NOT IN (SELECT id FROM fair)
       AND owner_service NOT IN (SELECT owner_service FROM owners WHERE max_running IS NOT NULL)
+      AND owner_service NOT IN (SELECT owner_service FROM exhausted)
       AND model_profile NOT IN (SELECT model_profile FROM full_profiles)
     ORDER BY priority DESC, created_at
     LIMIT {limit}

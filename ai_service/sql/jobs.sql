@@ -112,6 +112,31 @@ WITH changed AS (
     JOIN webhook_endpoints e ON e.owner_service = changed.owner_service
      AND e.state = 'active' AND 'job.completed' = ANY(e.events)
     LEFT JOIN job_callbacks cb ON cb.job_id = changed.id AND cb.endpoint_id = e.id
+), used AS (
+    -- The usage ledger (usage_ledger, migration 0013): each completed attempt's usage, which
+    -- the caller read from its result into the item (ai_service/usage.py), added to its owner
+    -- × profile × hour row in this same statement: the completion has no transaction, and
+    -- one more CTE costs no round trip. Summed per row first (one INSERT may not update a row
+    -- twice) and in key order, so two statements lock shared rows in the same order. The
+    -- slot is this worker's: concurrent workers add to rows of their own instead of queueing
+    -- on one hot row until commit (reads sum the slots).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
+           sum(u.audio_seconds), sum(u.provider_seconds)
+    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
+        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
+        provider_seconds float8) ON u.id = c.id
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -149,6 +174,31 @@ WITH changed AS (
     JOIN webhook_endpoints e ON e.owner_service = changed.owner_service
      AND e.state = 'active' AND 'job.completed' = ANY(e.events)
     LEFT JOIN job_callbacks cb ON cb.job_id = changed.id AND cb.endpoint_id = e.id
+), used AS (
+    -- The usage ledger (usage_ledger, migration 0013): each completed attempt's usage, which
+    -- the caller read from its result into the item (ai_service/usage.py), added to its owner
+    -- × profile × hour row in this same statement: the completion has no transaction, and
+    -- one more CTE costs no round trip. Summed per row first (one INSERT may not update a row
+    -- twice) and in key order, so two statements lock shared rows in the same order. The
+    -- slot is this worker's: concurrent workers add to rows of their own instead of queueing
+    -- on one hot row until commit (reads sum the slots).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
+           sum(u.audio_seconds), sum(u.provider_seconds)
+    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
+        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
+        provider_seconds float8) ON u.id = c.id
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 ), told AS (
     -- Whoever waits on these jobs (a long poll, ai_service/longpoll.py) hears of them with
     -- this statement's commit rather than after one more round trip; see notify_finished.
@@ -183,6 +233,23 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN status = 'pending' THEN 'attempt_failed' ELSE 'failed' END, status,
            worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger: a failed or deferred attempt counts too, with what the worker
+    -- measured of it (see the completion's `used` in complete_jobs).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT owner_service, date_trunc('hour', now(), 'UTC'), model_profile,
+           hashtext(:worker_id) & 7, 1, CAST(:prompt_tokens AS bigint),
+           CAST(:completion_tokens AS bigint), CAST(:audio_seconds AS float8),
+           CAST(:provider_seconds AS float8)
+    FROM changed
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 )
 SELECT * FROM changed;
 
@@ -209,6 +276,23 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN status = 'pending' THEN 'deferred' ELSE 'failed' END, status,
            worker_id, attempts, error_category, left(error_message, 1000) FROM changed
+), used AS (
+    -- The usage ledger: a failed or deferred attempt counts too, with what the worker
+    -- measured of it (see the completion's `used` in complete_jobs).
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts,
+                                   prompt_tokens, completion_tokens, audio_seconds,
+                                   provider_seconds)
+    SELECT owner_service, date_trunc('hour', now(), 'UTC'), model_profile,
+           hashtext(:worker_id) & 7, 1, CAST(:prompt_tokens AS bigint),
+           CAST(:completion_tokens AS bigint), CAST(:audio_seconds AS float8),
+           CAST(:provider_seconds AS float8)
+    FROM changed
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts,
+        prompt_tokens = l.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = l.completion_tokens + excluded.completion_tokens,
+        audio_seconds = l.audio_seconds + excluded.audio_seconds,
+        provider_seconds = l.provider_seconds + excluded.provider_seconds
 )
 SELECT * FROM changed;
 

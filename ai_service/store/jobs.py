@@ -44,6 +44,7 @@ from ai_service.states import WEBHOOK_EVENT_OF, JobStatus
 from ai_service.store import ops
 from ai_service.store.cursor import decode_cursor, encode_cursor
 from ai_service.store.webhooks import queue_items
+from ai_service.usage import NONE, Usage, usage_of
 
 Scope = Sequence[str] | None  # owner services a caller may touch; None: all
 Stopped = tuple[JobRow, uuid.UUID | None]  # a cancelled or retried job, the attempt it ended
@@ -187,16 +188,18 @@ class JobTransaction:
         return {job_id for (job_id,) in rows}
 
     def fail_job(self, lease: Lease, category: str, message: str, *, retryable: bool = False,
-                 retry_after: float | None = None) -> JobRow | None:
-        """Record a failed attempt (see JobRepository.fail_job); None: the lease is not current."""
+                 retry_after: float | None = None, usage: Usage = NONE) -> JobRow | None:
+        """Record a failed attempt and add its `usage` to the ledger (see
+        JobRepository.fail_job); None: the lease is not current."""
         return self._held(queries["fail_job"], _fail_params(
-            lease, self._policy, category, message, retryable, retry_after))
+            lease, self._policy, category, message, retryable, retry_after, usage))
 
     def defer_job(self, lease: Lease, category: str, message: str, *,
-                  retry_after: float | None = None) -> JobRow | None:
-        """Give the attempt back (see JobRepository.defer_job); None: the lease is not current."""
+                  retry_after: float | None = None, usage: Usage = NONE) -> JobRow | None:
+        """Give the attempt back, its `usage` added to the ledger (see
+        JobRepository.defer_job); None: the lease is not current."""
         return self._held(queries["defer_job"], _defer_params(
-            lease, self._policy, category, message, retry_after))
+            lease, self._policy, category, message, retry_after, usage))
 
     def expire_exhausted_leases(self) -> list[JobRow]:
         """Fail the running jobs whose lease ran out with no attempts left, with their
@@ -287,16 +290,17 @@ def _backoff_params(policy: RetryPolicy) -> dict[str, float]:
 
 
 def _fail_params(lease: Lease, policy: RetryPolicy, category: str, message: str,
-                 retryable: bool, retry_after: float | None) -> dict[str, Any]:
+                 retryable: bool, retry_after: float | None, usage: Usage) -> dict[str, Any]:
     return {**_lease_params(lease), "category": category, "message": message,
-            "retryable": retryable, "retry_after": retry_after, **_backoff_params(policy)}
+            "retryable": retryable, "retry_after": retry_after, **_backoff_params(policy),
+            **usage.as_params()}
 
 
 def _defer_params(lease: Lease, policy: RetryPolicy, category: str, message: str,
-                  retry_after: float | None) -> dict[str, Any]:
+                  retry_after: float | None, usage: Usage) -> dict[str, Any]:
     return {**_lease_params(lease), "category": category, "message": message,
             "retry_after": retry_after, "max_deferrals": policy.max_deferrals,
-            **_backoff_params(policy)}
+            **_backoff_params(policy), **usage.as_params()}
 
 
 class JobRepository:
@@ -468,7 +472,8 @@ class JobRepository:
         if not results:
             return {}
         items = _dump([
-            {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result}
+            {"id": str(lease.job_id), "lease_token": str(lease.lease_token), "result": result,
+             **usage_of(result).as_params()}  # the statement's usage ledger reads these
             for lease, result in results
         ])
         rows = self.driver.autocommit_rows(sql, {
@@ -489,7 +494,7 @@ class JobRepository:
         """Record a failed attempt: back to pending with backoff if retryable and attempts are
         left, otherwise failed for good."""
         return self._change_held(lease, "fail", queries["fail_job"], _fail_params(
-            lease, self.policy, category, message, retryable, retry_after))
+            lease, self.policy, category, message, retryable, retry_after, NONE))
 
     def defer_job(
         self, lease: Lease, category: str, message: str, *, retry_after: float | None = None
@@ -497,7 +502,7 @@ class JobRepository:
         """Give the attempt back and try again after retry_after (or the backoff): the provider
         asked us to slow down. Fails once the job has been deferred max_deferrals times."""
         return self._change_held(lease, "defer", queries["defer_job"], _defer_params(
-            lease, self.policy, category, message, retry_after))
+            lease, self.policy, category, message, retry_after, NONE))
 
     def heartbeat_jobs(
         self, worker_id: str, leases: Sequence[Lease], lease_seconds: float

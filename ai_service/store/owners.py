@@ -30,13 +30,16 @@ class OwnerRepository:
 
     def set_owner(self, owner_service: str, *, weight: int = DEFAULT_WEIGHT,
                   max_running: int | None = None,
-                  max_priority: int = DEFAULT_MAX_PRIORITY) -> OwnerRow:
+                  max_priority: int = DEFAULT_MAX_PRIORITY,
+                  daily_tokens: int | None = None) -> OwnerRow:
         """Create or replace an owner's settings; the claims of this process see a new cap at
         once, other processes' within CAPPED_OWNERS_SECONDS (store/jobs.py)."""
         refused = {field: [why] for field, why in (
             ("weight", "must be at least 1" if weight < 1 else ""),
             ("max_running", "must be at least 1, or unset for no cap"
              if max_running is not None and max_running < 1 else ""),
+            ("daily_tokens", "must be at least 0, or unset for no budget"
+             if daily_tokens is not None and daily_tokens < 0 else ""),
         ) if why}
         if refused:
             raise InvalidInput(
@@ -45,7 +48,7 @@ class OwnerRepository:
                 {"fields": refused})
         [row] = self.driver.autocommit_rows(queries["upsert_owner"], {
             "owner_service": owner_service, "weight": weight, "max_running": max_running,
-            "max_priority": max_priority}, _OWNER)
+            "max_priority": max_priority, "daily_tokens": daily_tokens}, _OWNER)
         self.jobs.forget_capped_owners()
         return row
 

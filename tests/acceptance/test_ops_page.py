@@ -226,3 +226,24 @@ def test_the_search_finds_jobs_by_owner_ref_and_the_failures_filter_by_category(
     search.clear()
     search.send_keys("order/7" + Keys.ENTER)
     WebDriverWait(browser, 60).until(lambda d: text(d, "#job-id") == refused)
+
+
+def test_the_page_shows_the_top_owners_and_a_spent_budget(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    """A chat job completed over the API counts its tokens for its owner; with a budget the
+    owner has used up, the page says budget_exhausted."""
+    job_id = create(api, "count me", owner_service="crm")
+    [job] = api.post("/jobs/claim", {"worker_id": "by-hand"}).json()["jobs"]
+    result = {"content": "ok", "duration_ms": 500.0,
+              "usage": {"prompt_tokens": 1200, "completion_tokens": 34}}
+    done = api.post(f"/jobs/{job_id}/complete", {
+        "worker_id": "by-hand", "lease_token": job["lease_token"], "result": result})
+    assert done.status_code == 200, done.text
+    budget = requests.put(f"{api.url}/api/v1/owners/crm", json={"daily_tokens": 1000},
+                          headers=api.headers, timeout=30)
+    assert budget.status_code == 200, budget.text
+
+    sign_in(browser, api.url, api.headers["Authorization"].split()[1])
+    assert texts(browser, "#usage tr.usage-owner") == ["crm 1 1234 0 0.5"]
+    assert texts(browser, "#budgets tr.budget") == ["crm 1234 1000 budget_exhausted: its jobs wait"]

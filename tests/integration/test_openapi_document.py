@@ -43,6 +43,7 @@ OPERATIONS = {
     ("post", "/api/v1/webhooks/{webhook_id}/rotate"): "rotateWebhookSecret",
     ("get", "/api/v1/webhooks/deliveries"): "listWebhookDeliveries",
     ("post", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): "replayWebhookDelivery",
+    ("get", "/api/v1/usage"): "getUsage",
 }
 EVERY = {"401", "500", "503"}
 BODY = {"400", "413", "415", "422"}
@@ -69,6 +70,7 @@ ERRORS = {
     "rotateWebhookSecret": EVERY | {"403", "404"},
     "listWebhookDeliveries": EVERY | {"403", "422"},
     "replayWebhookDelivery": EVERY | {"403", "404", "409"},
+    "getUsage": EVERY | {"403", "422"},
 }
 JOB_STATUS = {"$ref": "#/components/schemas/JobStatus"}
 

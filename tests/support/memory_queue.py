@@ -28,6 +28,7 @@ from ai_service.errors import DatabaseUnavailable, JobNotFound, JobStateConflict
 from ai_service.rows import JobBrief, JobRow, Lease
 from ai_service.service import defers
 from ai_service.states import JobStatus
+from ai_service.usage import NONE, Usage
 
 # A retried or deferred job is due again only after its backoff. The fake's default outlasts any
 # test, so a test sees exactly the attempts it caused; the real policy's figures are not under
@@ -63,6 +64,7 @@ class MemoryQueue:
         self.claims: list[int] = []  # the limit each claim asked for
         self.completions: list[list[Lease]] = []
         self.failures: list[FailedAttempt] = []
+        self.failure_usage: dict[Lease, Usage] = {}  # what each failed attempt reported
         self.heartbeats: list[list[Lease]] = []
         self.releases: list[list[Lease]] = []
         self.blocked: Counter[str] = Counter()  # calls waiting right now in a held method
@@ -203,8 +205,9 @@ class MemoryQueue:
 
     def fail_attempt(
         self, lease: Lease, category: str, message: str, *, retryable: bool = False,
-        retry_after: float | None = None, backpressure: bool = False,
+        retry_after: float | None = None, backpressure: bool = False, usage: Usage = NONE,
     ) -> JobRow:
+        self.failure_usage[lease] = usage
         self._called("fail_attempt", self.failures, FailedAttempt(
             lease, category, message, retryable, retry_after, backpressure))
         with self.changed:

@@ -359,6 +359,21 @@ def test_a_failed_attempt_is_recorded_with_its_rule(
     assert status_of(queue, [bad]) == [(JobStatus.FAILED, 1)]
 
 
+def test_a_failed_attempt_reports_the_time_it_took_for_the_usage_ledger(
+    queue: MemoryQueue, runner: HeldRunner, start: Callable[..., RunningLoop]
+) -> None:
+    """A failure has no result to read its provider time from: the loop measures it."""
+    [job] = queue.add_many(1)
+    start(concurrency=1)
+    started(queue, runner, 1)
+    lease = queue.lease_of(job.id)
+    runner.finish(job.id, Failed(ErrorCategory.PROVIDER_UNAVAILABLE, "down", retryable=True))
+    queue.wait_until(lambda: lease in queue.failure_usage)
+    usage = queue.failure_usage[lease]
+    assert usage.provider_seconds > 0
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.audio_seconds) == (0, 0, 0.0)
+
+
 def test_a_runner_crash_fails_the_attempt_as_internal_error_and_keeps_the_slot(
     queue: MemoryQueue, runner: HeldRunner, start: Callable[..., RunningLoop]
 ) -> None:

@@ -23,6 +23,7 @@ class Failed:
     retryable: bool = False
     retry_after: float | None = None
     defer: bool = False  # backpressure: retry later without spending the attempt
+    seconds: float = 0.0  # the attempt's time in the runner, for the usage ledger (set by the loop)
 
 
 @dataclass(frozen=True)
