@@ -89,7 +89,7 @@ class WebhookDeliveries(MethodView):
     @blp.arguments(WebhookDeliveriesQuerySchema, location="query")
     @blp.response(200, DeliveryListSchema)
     @blp.errors(403, 404)
-    @blp.doc(operationId="listWebhookRegistrationDeliveries")
+    @blp.doc(operationId="listDeliveriesOfWebhook")
     def get(self, query: dict[str, Any], webhook_id: uuid.UUID) -> Any:
         """One registration's deliveries, newest first (`status=failed`: those that failed
         for good); keyset pagination: pass next_cursor as cursor."""

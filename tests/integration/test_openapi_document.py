@@ -41,6 +41,8 @@ OPERATIONS = {
     ("post", "/api/v1/webhooks"): "createWebhook",
     ("delete", "/api/v1/webhooks/{webhook_id}"): "deleteWebhook",
     ("post", "/api/v1/webhooks/{webhook_id}/rotate"): "rotateWebhookSecret",
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"): "listDeliveriesOfWebhook",
+    ("post", "/api/v1/webhooks/{webhook_id}/replay"): "replayWebhookDeliveries",
     ("get", "/api/v1/webhooks/deliveries"): "listWebhookDeliveries",
     ("post", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): "replayWebhookDelivery",
 }
@@ -67,6 +69,8 @@ ERRORS = {
     "createWebhook": EVERY | BODY | {"403"},
     "deleteWebhook": EVERY | {"403", "404"},
     "rotateWebhookSecret": EVERY | {"403", "404"},
+    "listDeliveriesOfWebhook": EVERY | {"403", "404", "422"},
+    "replayWebhookDeliveries": EVERY | {"403", "404", "409", "422"},
     "listWebhookDeliveries": EVERY | {"403", "422"},
     "replayWebhookDelivery": EVERY | {"403", "404", "409"},
 }
