@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from prometheus_client import start_http_server
+
 from ai_service.composition import Core, build_core
 from ai_service.config import Settings
 from ai_service.dispatcher import build_dispatcher, dispatcher_core
@@ -104,6 +106,8 @@ def _dispatch(settings: Settings, _: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.worker_metrics_port:  # the delivery metrics are this process's own
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
     core = dispatcher_core(settings)
     try:
         dispatcher = build_dispatcher(core.webhooks, core.store, settings).start()
