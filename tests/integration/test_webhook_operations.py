@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,11 +21,12 @@ from sqlalchemy import text
 from ai_service.cli import main
 from ai_service.config import Settings
 from ai_service.dispatcher import Dispatcher, build_dispatcher
+from ai_service.listen import libpq_url
 from ai_service.rows import JobRow, WebhookEndpoint
 from ai_service.service import JobService
 from ai_service.states import DeliveryState
 from ai_service.store.jobs import JobRepository
-from ai_service.store.webhooks import WebhookRepository
+from ai_service.store.webhooks import CHANNEL, WebhookRepository
 from tests.conftest import make_settings
 from tests.integration.helpers import claim_one, lease_of, new_job
 from tests.support.webhook_receiver import Script, WebhookReceiver
@@ -181,6 +183,19 @@ def test_replay_all_sends_each_failed_delivery_again_under_its_own_webhook_id(
     wait_until(lambda: states(webhooks, endpoint).count("delivered") == 4)
     assert client.post(f"{API}/{endpoint.id}/replay").get_json() == {"replayed": 0}
     assert len(receiver.received) == 3  # the delivered one was not sent again
+
+
+def test_replaying_wakes_the_dispatchers_and_replaying_nothing_does_not(
+        database_url: str, repo: JobRepository, service: JobService,
+        webhooks: WebhookRepository) -> None:
+    endpoint = register(webhooks, "https://hooks.example.com/ai")
+    fail_deliveries_of(repo, complete_a_job(repo, service))
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f"LISTEN {CHANNEL}")
+        assert webhooks.replay_endpoint(endpoint.id) == 1
+        assert len(list(conn.notifies(timeout=5.0, stop_after=1))) == 1
+        assert webhooks.replay_endpoint(endpoint.id) == 0  # none failed now
+        assert list(conn.notifies(timeout=0.5, stop_after=1)) == []
 
 
 def test_a_disabled_registrations_deliveries_are_not_replayed(
