@@ -1,4 +1,4 @@
-"""`ai-service webhooks add|list|remove|rotate` and `ai-service dispatch`."""
+"""`ai-service webhooks add|list|remove|rotate|replay` and `ai-service dispatch`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+from prometheus_client import start_http_server
 
 from ai_service.composition import Core, build_core
 from ai_service.config import Settings
@@ -79,6 +81,21 @@ def _rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    """One delivery (--delivery), or every failed one of the registration."""
+    with _core(settings, "ai-service-cli") as core:
+        if args.delivery is not None:
+            delivery = core.webhooks.replay_delivery(args.delivery)
+            if delivery.endpoint_id != args.id:
+                print(f"note: delivery {delivery.id} belongs to webhook "
+                      f"{delivery.endpoint_id}", file=sys.stderr)
+            print(f"webhook delivery {delivery.id} queued again")
+            return 0
+        replayed = core.webhooks.replay_endpoint(args.id, args.status)
+    print(f"{replayed} {args.status} deliveries of webhook {args.id} queued again")
+    return 0
+
+
 def _dispatch(settings: Settings, _: argparse.Namespace) -> int:
     """Send webhook deliveries until SIGTERM or Ctrl-C (a Procfile line of its own)."""
     configure_logging(settings.log_level, settings.log_format)
@@ -89,6 +106,8 @@ def _dispatch(settings: Settings, _: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.worker_metrics_port:  # the delivery metrics are this process's own
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
     core = dispatcher_core(settings)
     try:
         dispatcher = build_dispatcher(core.webhooks, core.store, settings).start()
@@ -120,6 +139,14 @@ def add_webhook_commands(commands: argparse._SubParsersAction) -> None:
         command = hooks.add_parser(name, help=text)
         command.add_argument("id", type=uuid.UUID)
         command.set_defaults(run=run)
+    replay = hooks.add_parser("replay", help="send a registration's failed deliveries again "
+                                             "(or one delivery, with --delivery)")
+    replay.add_argument("id", type=uuid.UUID)
+    replay.add_argument("--delivery", type=uuid.UUID,
+                        help="send only this delivery again (delivered or failed)")
+    replay.add_argument("--status", choices=["failed", "delivered"], default="failed",
+                        help="which finished deliveries to send again (default: failed)")
+    replay.set_defaults(run=_replay)
     commands.add_parser(
         "dispatch", help="send webhook deliveries until stopped (instead of, or besides, the "
                          "workers' dispatchers)").set_defaults(run=_dispatch)

@@ -366,7 +366,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_SHUTDOWN_GRACE", "worker_shutdown_grace", DURATION, "30s",
             "how long SIGTERM waits for running jobs", WORKER, bound=NON_NEGATIVE),
     Setting("WORKER_METRICS_PORT", "worker_metrics_port", INTEGER, "0",
-            "the worker's own `/metrics` port (on `HTTP_HOST`)", WORKER,
+            "the worker's own `/metrics` port (on `HTTP_HOST`), and `ai-service dispatch`'s",
+            WORKER,
             bound=Between(0, 65535), default_shown="`0` (off)"),
     Setting("ENDPOINT_FAILURES_TO_OPEN", "endpoint_failures_to_open", INTEGER, "3",
             "failures in a row (refused, timed out, 5xx) that take an endpoint out of its "

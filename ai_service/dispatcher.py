@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
+from ai_service import metrics
 from ai_service.backoff import Backoff
 from ai_service.composition import Core, build_core
 from ai_service.config import Settings
@@ -148,6 +149,7 @@ class Dispatcher:
                 self.webhooks.record_failed_attempt(
                     delivery, Attempt("", None, "the job no longer exists", final=True),
                     self.config.disable_after)
+                metrics.record_delivery_failure("failed")
                 return None
             payload = render(delivery, job, self.config.max_result_bytes)
         answer = self.sender.send(delivery, payload)
@@ -159,7 +161,9 @@ class Dispatcher:
 
     def _record_delivered(self, delivery: LeasedDelivery, payload: str, answer: Answer) -> None:
         assert answer.status_code is not None
-        if self.webhooks.record_delivered(delivery, payload, answer.status_code):
+        lag = self.webhooks.record_delivered(delivery, payload, answer.status_code)
+        if lag is not None:
+            metrics.record_delivered(lag)
             log.info("webhook %s delivered (%s, attempt %d)", delivery.id, delivery.event_type,
                      delivery.attempts, extra=_context(delivery))
         else:
@@ -175,17 +179,20 @@ class Dispatcher:
         if not held:
             _lost_lease(delivery)
             return
+        metrics.record_delivery_failure(
+            "gone" if answer.gone else "failed" if delay is None else "retrying")
         log.warning("webhook %s attempt %d failed: %s%s", delivery.id, delivery.attempts,
                     answer.error, "; no attempt is left" if delay is None else
                     f"; next in {delay:g}s", extra=_context(delivery))
         if answer.gone:
-            self._disable(delivery, "the receiver answered 410 Gone")
+            self._disable(delivery, "gone", "the receiver answered 410 Gone")
         elif failing_too_long:
-            self._disable(delivery, "its deliveries failed for longer than "
-                                    "WEBHOOK_DISABLE_AFTER")
+            self._disable(delivery, "failing", "its deliveries failed for longer than "
+                                               "WEBHOOK_DISABLE_AFTER")
 
-    def _disable(self, delivery: LeasedDelivery, reason: str) -> None:
+    def _disable(self, delivery: LeasedDelivery, cause: str, reason: str) -> None:
         dropped = self.webhooks.disable_endpoint(delivery.endpoint_id, reason)
+        metrics.record_registration_disabled(cause)
         log.warning("webhook registration %s disabled: %s (%d pending deliveries failed)",
                     delivery.endpoint_id, reason, dropped, extra=_context(delivery))
 

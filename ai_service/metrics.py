@@ -135,6 +135,30 @@ LONG_POLLS_REFUSED = Counter(
     "Waits on a job (GET /jobs/{id}?wait=) refused: the process held LONG_POLL_WAITERS already.",
 )
 
+# Webhook deliveries, kept by the process that runs the dispatcher (a worker, or `ai-service
+# dispatch`). Labelled by outcome only: a receiver's URL may carry a token and is unbounded,
+# and owner services are whatever callers name.
+WEBHOOK_DELIVERIES = Counter(
+    "ai_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered (a 2xx), retrying (failed, tried again "
+    "later), failed (the last attempt failed, or the URL policy refused the address), gone "
+    "(a 410: failed, and its registration disabled).",
+    ["outcome"],
+)
+WEBHOOK_REGISTRATIONS_DISABLED = Counter(
+    "ai_webhook_registrations_disabled_total",
+    "Webhook registrations disabled by a dispatcher: gone (the receiver answered 410) or "
+    "failing (its deliveries failed for longer than WEBHOOK_DISABLE_AFTER).",
+    ["reason"],
+)
+WEBHOOK_DELIVERY_LAG_SECONDS = Histogram(
+    "ai_webhook_delivery_lag_seconds",
+    "From a job's final state (its delivery queued) to the receiver's 2xx, retries included.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14400, 86400),
+)
+DELIVERY_OUTCOMES = ("delivered", "retrying", "failed", "gone")
+DISABLED_REASONS = ("gone", "failing")
+
 
 class QueueCollector(Collector):
     """Pending and running jobs by task type and model profile, and the oldest pending job's
@@ -255,3 +279,20 @@ def record_finished(job: JobRow | JobBrief, category: str | None = None) -> None
     else:
         final = str(job.status == "failed").lower()
         JOBS_FAILED.labels(*labels, category_label(category), final).inc()
+
+
+def record_delivered(lag_seconds: float) -> None:
+    """A webhook delivery the receiver took (2xx), `lag_seconds` after its job finished."""
+    WEBHOOK_DELIVERIES.labels("delivered").inc()
+    WEBHOOK_DELIVERY_LAG_SECONDS.observe(lag_seconds)
+
+
+def record_delivery_failure(outcome: str) -> None:
+    """A failed attempt: retrying, failed or gone (DELIVERY_OUTCOMES)."""
+    assert outcome in DELIVERY_OUTCOMES, outcome
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+def record_registration_disabled(reason: str) -> None:
+    assert reason in DISABLED_REASONS, reason
+    WEBHOOK_REGISTRATIONS_DISABLED.labels(reason).inc()

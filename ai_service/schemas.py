@@ -22,7 +22,7 @@ from marshmallow import (
 from ai_service import models as m
 from ai_service.inputs import input_errors
 from ai_service.providers.breaker import BreakerState, Cooldown
-from ai_service.states import ErrorCategory
+from ai_service.states import DeliveryState, ErrorCategory
 from ai_service.store.owners import DEFAULT_MAX_PRIORITY, DEFAULT_WEIGHT
 from ai_service.store.usage import GRAINS
 
@@ -728,10 +728,41 @@ class DeliverySchema(Schema):
 
 class DeliveryListSchema(Schema):
     deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={
+        "description": "Pass as `cursor` for the next page; null on the last."})
+
+
+def delivery_state(**kwargs: Any) -> NamedEnum:
+    return NamedEnum("DeliveryState", tuple(DeliveryState), "A webhook delivery's state.",
+                     **kwargs)
+
+
+def _delivery_cursor() -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=200), metadata={
+        "description": "The `next_cursor` of the previous page."})
 
 
 class DeliveryListQuerySchema(InputSchema):
     job_id = fields.UUID()
     webhook_id = fields.UUID()
-    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    state = delivery_state()
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = _delivery_cursor()
+
+
+class WebhookDeliveriesQuerySchema(InputSchema):
+    status = delivery_state()
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_LIST_LIMIT))
+    cursor = _delivery_cursor()
+
+
+class WebhookReplayQuerySchema(InputSchema):
+    status = fields.String(
+        load_default=DeliveryState.FAILED.value,
+        validate=validate.OneOf([DeliveryState.FAILED.value, DeliveryState.DELIVERED.value]),
+        metadata={"description": "Which finished deliveries to send again (default failed)."})
+
+
+class ReplayedSchema(Schema):
+    replayed = fields.Integer(required=True, metadata={
+        "description": "How many deliveries were queued again."})

@@ -23,7 +23,8 @@ from ai_service.auth import ANONYMOUS_ADMIN
 from ai_service.errors import JobNotFound, ServiceError
 from ai_service.rows import JobView
 from ai_service.sessions import OpsSession, OpsSessionRepository
-from ai_service.states import TRANSITIONS, Action
+from ai_service.states import TRANSITIONS, Action, DeliveryState
+from ai_service.store.ops import webhook_overview
 
 blp = Blueprint("ops_page", __name__)
 
@@ -34,6 +35,8 @@ REFRESH_SECONDS = 10
 USAGE_TOP_OWNERS = 10  # the usage section's rows: the owners that matter at a glance
 # A search lists at most this many jobs filed under one owner_ref, newest first.
 SEARCH_MATCHES = 50
+# A webhook registration's page lists at most this many failed deliveries, newest first.
+FAILED_DELIVERIES = 50
 # Messages the sign-in form may show, by the code in its URL: a link cannot make the page say
 # anything else.
 SIGN_IN_ERRORS = {
@@ -149,6 +152,7 @@ def page() -> Any:
         refresh=REFRESH_SECONDS, message=request.args.get("done"),
         auth_disabled=services().settings.auth_disabled,
         only=only, filter_notes=filter_notes, categories=CATEGORIES, usage=_usage(),
+        webhooks=_webhooks_section(),
     )
 
 
@@ -157,6 +161,48 @@ def _usage() -> dict[str, Any]:
     daily token budgets with whether each is exhausted."""
     top, budgets = service().usage.top_owners(USAGE_TOP_OWNERS)
     return {"top": top, "budgets": budgets}
+
+
+def _webhooks_section() -> dict[str, Any]:
+    section = webhook_overview(services().webhooks.driver)
+    for hook in section["troubles"]:
+        hook["host"] = _receiver_host(hook["url"])
+    return section
+
+
+def _receiver_host(url: str) -> str:
+    """Where a registration sends, as the page shows it: the host alone, since a receiver's
+    URL may carry a token of its own in its path or query."""
+    return urlsplit(url).hostname or "?"
+
+
+@blp.get("/ops/webhooks/<uuid:webhook_id>")
+def webhook(webhook_id: uuid.UUID) -> Any:
+    """A registration and its failed deliveries, with the button that sends them again."""
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    hooks = services().webhooks
+    hook = hooks.get_endpoint(webhook_id)  # none: the error page, 404
+    failed = hooks.delivery_page(endpoint_id=webhook_id, state=DeliveryState.FAILED,
+                                 limit=FAILED_DELIVERIES)
+    return render_template("webhook.html", hook=hook, host=_receiver_host(hook.url),
+                           failed=failed, csrf=session.csrf_token,
+                           message=request.args.get("done"))
+
+
+@blp.post("/ops/webhooks/<uuid:webhook_id>/replay")
+def replay_webhook(webhook_id: uuid.UUID) -> Any:
+    session = _session()
+    if session is None:
+        return _back("error", "token")
+    if not _form_is_genuine(session):
+        return _refused()
+    try:
+        replayed = services().webhooks.replay_endpoint(webhook_id)
+    except ServiceError as exc:
+        return _back("done", exc.message)
+    return _back("done", f"{replayed} failed deliveries of webhook {webhook_id} queued again")
 
 
 @blp.get("/ops/jobs/<job_ref>")

@@ -16,11 +16,15 @@ from ai_service.schemas import (
     DeliveryListQuerySchema,
     DeliveryListSchema,
     DeliverySchema,
+    ReplayedSchema,
     WebhookCreateSchema,
+    WebhookDeliveriesQuerySchema,
     WebhookListQuerySchema,
     WebhookListSchema,
+    WebhookReplayQuerySchema,
     WebhookSecretSchema,
 )
+from ai_service.store.webhooks import DeliveryPage
 from ai_service.webhook_registrations import check_registration
 
 blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks",
@@ -79,6 +83,35 @@ class WebhookRotate(MethodView):
         return services().webhooks.rotate_endpoint(webhook_id)
 
 
+@blp.route("/<uuid:webhook_id>/deliveries")
+class WebhookDeliveries(MethodView):
+    @allow(ROLE_ADMIN)
+    @blp.arguments(WebhookDeliveriesQuerySchema, location="query")
+    @blp.response(200, DeliveryListSchema)
+    @blp.errors(403, 404)
+    @blp.doc(operationId="listDeliveriesOfWebhook")
+    def get(self, query: dict[str, Any], webhook_id: uuid.UUID) -> Any:
+        """One registration's deliveries, newest first (`status=failed`: those that failed
+        for good); keyset pagination: pass next_cursor as cursor."""
+        return _page(services().webhooks.endpoint_deliveries(
+            webhook_id, state=query.get("status"), limit=query["limit"],
+            cursor=query.get("cursor")))
+
+
+@blp.route("/<uuid:webhook_id>/replay")
+class WebhookReplay(MethodView):
+    @allow(ROLE_ADMIN)
+    @blp.arguments(WebhookReplayQuerySchema, location="query")
+    @blp.response(200, ReplayedSchema)
+    @blp.errors(403, 404, 409)
+    @blp.doc(operationId="replayWebhookDeliveries")
+    def post(self, query: dict[str, Any], webhook_id: uuid.UUID) -> Any:
+        """Send every failed delivery of a registration again at once (`status=delivered`:
+        every delivered one), each under its own webhook-id with the same body, its attempts
+        counted afresh. 409 while the registration is disabled."""
+        return {"replayed": services().webhooks.replay_endpoint(webhook_id, query["status"])}
+
+
 @blp.route("/deliveries")
 class Deliveries(MethodView):
     @allow(ROLE_ADMIN)
@@ -88,10 +121,14 @@ class Deliveries(MethodView):
     @blp.doc(operationId="listWebhookDeliveries")
     def get(self, query: dict[str, Any]) -> Any:
         """Deliveries, newest first: of one job, one registration (`webhook_id`), in one
-        state."""
-        return {"deliveries": services().webhooks.list_deliveries(
+        state; keyset pagination: pass next_cursor as cursor."""
+        return _page(services().webhooks.delivery_page(
             job_id=query.get("job_id"), endpoint_id=query.get("webhook_id"),
-            state=query.get("state"), limit=query["limit"])}
+            state=query.get("state"), limit=query["limit"], cursor=query.get("cursor")))
+
+
+def _page(page: DeliveryPage) -> dict[str, Any]:
+    return {"deliveries": page.deliveries, "next_cursor": page.next_cursor}
 
 
 @blp.route("/deliveries/<uuid:delivery_id>/replay")

@@ -129,3 +129,23 @@ SELECT to_regclass('alembic_version') IS NOT NULL AS present;
 
 -- name: schema_revision
 SELECT max(version_num) AS revision FROM alembic_version;
+
+-- name: webhook_troubles
+-- The page's webhooks: registrations failing now (failing_since) or disabled, disabled ones
+-- last, each with its pending and failed deliveries counted through
+-- ix_webhook_deliveries_endpoint_id. Registrations are few (an admin makes each); a disabled
+-- one's `updated_at` is when it was disabled, unless its secret was rotated since.
+SELECT e.id, e.owner_service, e.url, e.state, e.disabled_reason, e.failing_since,
+       e.updated_at,
+       (SELECT count(*) FROM webhook_deliveries d
+        WHERE d.endpoint_id = e.id AND d.state = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_deliveries d
+        WHERE d.endpoint_id = e.id AND d.state = 'failed') AS failed
+FROM webhook_endpoints e
+WHERE e.failing_since IS NOT NULL OR e.state = 'disabled'
+ORDER BY e.state = 'disabled', coalesce(e.failing_since, e.updated_at), e.id
+LIMIT :limit;
+
+-- name: webhook_backlog
+-- Deliveries not yet sent, of every registration (ix_webhook_deliveries_due).
+SELECT count(*) FROM webhook_deliveries WHERE state = 'pending';

@@ -83,18 +83,20 @@ RETURNING d.id, d.endpoint_id, d.job_id, d.event_type, d.url, d.payload, d.attem
 
 -- name: delivered
 -- A 2xx: the delivery is done and its registration is no longer failing. Guarded by the
--- lease: a dispatcher whose lease ran out changes nothing (zero rows).
+-- lease: a dispatcher whose lease ran out changes nothing (zero rows). Answers the lag from
+-- the job's final state (when the delivery was queued) to now, on the database's clock, so a
+-- worker's clock does not skew the metric.
 WITH changed AS (
     UPDATE webhook_deliveries SET state = 'delivered', payload = :payload,
         last_status_code = :status_code, last_error = NULL, finished_at = now(),
         lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = :id AND lease_token = :lease_token AND state = 'pending'
-    RETURNING endpoint_id
+    RETURNING endpoint_id, created_at
 ), healthy AS (
     UPDATE webhook_endpoints SET failing_since = NULL
     WHERE id IN (SELECT endpoint_id FROM changed) AND failing_since IS NOT NULL
 )
-SELECT endpoint_id FROM changed;
+SELECT endpoint_id, greatest(extract(epoch FROM now() - created_at), 0) AS lag FROM changed;
 
 -- name: attempt_failed
 -- Anything but a 2xx: due again after `:delay` seconds, or failed for good when `:final`.
@@ -135,13 +137,16 @@ WITH disabled AS (
 SELECT count(*) FROM dropped;
 
 -- name: list_deliveries
--- Newest first; a NULL filter is no filter.
+-- Newest first, keyset-paginated on (created_at, id) as list_jobs is; a NULL filter is no
+-- filter, and `:after_created_at`/`:after_id` come from the previous page's cursor.
 SELECT id, endpoint_id, job_id, event_type, url, state, attempts, next_attempt_at,
        last_status_code, last_error, created_at, finished_at
 FROM webhook_deliveries
 WHERE (CAST(:job_id AS uuid) IS NULL OR job_id = CAST(:job_id AS uuid))
   AND (CAST(:endpoint_id AS uuid) IS NULL OR endpoint_id = CAST(:endpoint_id AS uuid))
   AND (CAST(:state AS text) IS NULL OR state = CAST(:state AS text))
+  AND (CAST(:after_created_at AS timestamptz) IS NULL
+       OR (created_at, id) < (CAST(:after_created_at AS timestamptz), CAST(:after_id AS uuid)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -160,3 +165,22 @@ RETURNING d.id, d.endpoint_id, d.job_id, d.event_type, d.url, d.state, d.attempt
 -- name: delivery_and_endpoint_state
 SELECT d.state, e.state FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
 WHERE d.id = :id;
+
+-- name: replay_endpoint_deliveries
+-- An operator sends again every delivery of one registration in `:state` (delivered or
+-- failed), as replay_delivery sends one: due now, attempts counted afresh, same webhook-id and
+-- bytes. Only while the registration is active. Answers the deliveries queued again.
+UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, next_attempt_at = now(),
+    finished_at = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+FROM webhook_endpoints e
+WHERE d.endpoint_id = :endpoint_id AND e.id = d.endpoint_id AND e.state = 'active'
+  AND d.state = :state AND d.state IN ('delivered', 'failed')
+RETURNING d.id;
+
+-- name: endpoint_state
+SELECT state FROM webhook_endpoints WHERE id = :id;
+
+-- name: get_endpoint
+SELECT id, owner_service, url, events, state, disabled_reason, failing_since,
+       previous_secret_expires_at, created_at, updated_at, secret, previous_secret
+FROM webhook_endpoints WHERE id = :id;

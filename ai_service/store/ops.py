@@ -70,6 +70,16 @@ def ops_overview(driver: Driver, failures: int = 20,
             "totals": totals, "failure_owner_services": owner_services, **queue}
 
 
+def webhook_overview(driver: Driver, limit: int = 50) -> dict[str, Any]:
+    """The page's webhooks section, read in one transaction: `troubles`, the registrations
+    failing or disabled (with their pending and failed deliveries), and `pending`, the
+    deliveries not yet sent of every registration."""
+    with driver.transaction() as conn:
+        troubles = driver.rows(conn, queries["webhook_troubles"], {"limit": limit}, dict_row)
+        [(pending,)] = driver.rows(conn, queries["webhook_backlog"], {})
+    return {"troubles": troubles, "pending": pending}
+
+
 def job_view(driver: Driver, job_id: uuid.UUID) -> JobView | None:
     """The job and its events, read from one snapshot so the trail ends where the job is;
     None when there is no such job."""

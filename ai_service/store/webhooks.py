@@ -16,7 +16,8 @@ from ai_service.driver import Driver, class_rows
 from ai_service.errors import Conflict, NotFound
 from ai_service.rows import DeliveryRow, LeasedDelivery, WebhookEndpoint
 from ai_service.sql import queries
-from ai_service.states import EndpointState
+from ai_service.states import DeliveryState, EndpointState
+from ai_service.store.cursor import decode_cursor, encode_cursor
 from ai_service.webhook_signing import new_secret
 
 _ENDPOINT = class_rows(WebhookEndpoint)
@@ -33,6 +34,14 @@ ROTATION_OVERLAP_SECONDS = 24 * 3600.0
 class EndpointNotFound(NotFound):
     def __init__(self, endpoint_id: object) -> None:
         super().__init__(f"webhook {endpoint_id} not found", {"id": str(endpoint_id)})
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    """One page of deliveries, newest first; `next_cursor` None on the last page."""
+
+    deliveries: list[DeliveryRow]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,13 @@ class WebhookRepository:
         return self.driver.autocommit_rows(
             queries["list_endpoints"], {"owner_service": owner_service}, _ENDPOINT)
 
+    def get_endpoint(self, endpoint_id: uuid.UUID) -> WebhookEndpoint:
+        rows = self.driver.autocommit_rows(queries["get_endpoint"], {"id": endpoint_id},
+                                           _ENDPOINT)
+        if not rows:
+            raise EndpointNotFound(endpoint_id)
+        return rows[0]
+
     def delete_endpoint(self, endpoint_id: uuid.UUID) -> None:
         if not self.driver.autocommit_rows(queries["delete_endpoint"], {"id": endpoint_id}):
             raise EndpointNotFound(endpoint_id)
@@ -91,11 +107,16 @@ class WebhookRepository:
             "limit": limit, "lease_seconds": lease_seconds}, _LEASED)
 
     def record_delivered(self, delivery: LeasedDelivery, payload: str,
-                         status_code: int) -> bool:
-        """False: the lease is no longer this dispatcher's (it ran out, another took over)."""
-        return bool(self.driver.autocommit_rows(queries["delivered"], {
+                         status_code: int) -> float | None:
+        """Seconds from the job's final state to now (the delivery lag); None: the lease is
+        no longer this dispatcher's (it ran out, another took over) and nothing changed."""
+        rows = self.driver.autocommit_rows(queries["delivered"], {
             "id": delivery.id, "lease_token": delivery.lease_token, "payload": payload,
-            "status_code": status_code}))
+            "status_code": status_code})
+        if not rows:
+            return None
+        [(_, lag)] = rows
+        return float(lag)
 
     def record_failed_attempt(self, delivery: LeasedDelivery, attempt: Attempt,
                               disable_after: float) -> tuple[bool, bool]:
@@ -113,10 +134,52 @@ class WebhookRepository:
     def list_deliveries(self, *, job_id: uuid.UUID | None = None,
                         endpoint_id: uuid.UUID | None = None, state: str | None = None,
                         limit: int = 100) -> list[DeliveryRow]:
-        """Newest first."""
-        return self.driver.autocommit_rows(queries["list_deliveries"], {
-            "job_id": job_id, "endpoint_id": endpoint_id, "state": state, "limit": limit},
-            _DELIVERY)
+        """The first page, newest first."""
+        return self.delivery_page(job_id=job_id, endpoint_id=endpoint_id, state=state,
+                                  limit=limit).deliveries
+
+    def delivery_page(self, *, job_id: uuid.UUID | None = None,
+                      endpoint_id: uuid.UUID | None = None, state: str | None = None,
+                      limit: int = 100, cursor: str | None = None) -> DeliveryPage:
+        """Newest first, keyset-paginated on (created_at, id) as the jobs list is."""
+        after_created_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = self.driver.autocommit_rows(queries["list_deliveries"], {
+            "job_id": job_id, "endpoint_id": endpoint_id, "state": state, "limit": limit + 1,
+            "after_created_at": after_created_at, "after_id": after_id}, _DELIVERY)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        return DeliveryPage(rows, next_cursor)
+
+    def endpoint_deliveries(self, endpoint_id: uuid.UUID, *, state: str | None = None,
+                            limit: int = 100, cursor: str | None = None) -> DeliveryPage:
+        """One registration's deliveries, newest first; EndpointNotFound for no such one."""
+        self._endpoint_state(endpoint_id)
+        return self.delivery_page(endpoint_id=endpoint_id, state=state, limit=limit,
+                                  cursor=cursor)
+
+    def replay_endpoint(self, endpoint_id: uuid.UUID,
+                        state: str = DeliveryState.FAILED) -> int:
+        """Send again every delivery of the registration in `state` (failed, or delivered),
+        each under its own webhook-id with its own body, waking the dispatchers; how many.
+        EndpointNotFound, or Conflict while the registration is disabled (nothing would send
+        them: a disabled registration's deliveries are failed at once)."""
+        if self._endpoint_state(endpoint_id) != EndpointState.ACTIVE:
+            raise Conflict(f"webhook {endpoint_id} is disabled: its deliveries cannot be "
+                           "replayed", {"webhook_state": EndpointState.DISABLED})
+        with self.driver.transaction() as conn:
+            replayed = self.driver.rows(conn, queries["replay_endpoint_deliveries"], {
+                "endpoint_id": endpoint_id, "state": state})
+            if replayed:
+                self.driver.rows(conn, queries["notify"], {"channel": CHANNEL, "payload": ""})
+        return len(replayed)
+
+    def _endpoint_state(self, endpoint_id: uuid.UUID) -> str:
+        rows = self.driver.autocommit_rows(queries["endpoint_state"], {"id": endpoint_id})
+        if not rows:
+            raise EndpointNotFound(endpoint_id)
+        [(state,)] = rows
+        return str(state)
 
     def replay_delivery(self, delivery_id: uuid.UUID) -> DeliveryRow:
         """Send a delivered or failed delivery again (same webhook-id, same body), waking the

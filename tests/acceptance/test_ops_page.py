@@ -16,6 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from sqlalchemy import text as sql_text
 
 from ai_service.api.ops_page import COOKIE
 from ai_service.composition import make_repository
@@ -247,3 +248,33 @@ def test_the_page_shows_the_top_owners_and_a_spent_budget(
     sign_in(browser, api.url, api.headers["Authorization"].split()[1])
     assert texts(browser, "#usage tr.usage-owner") == ["crm 1 1234 0 0.5"]
     assert texts(browser, "#budgets tr.budget") == ["crm 1234 1000 budget_exhausted: its jobs wait"]
+
+
+def test_the_page_shows_a_failing_webhook_registration_and_replays_its_failed_deliveries(
+    api: Api, browser: webdriver.Chrome, database_url: str
+) -> None:
+    hook = api.post("/webhooks", {"owner_service": "telephony",
+                                  "url": "https://hooks.example.com/ai",
+                                  "events": ["job.cancelled"]}).json()
+    job_id = create(api, "cancelled")
+    assert api.post(f"/jobs/{job_id}/cancel", {}).json()["status"] == "cancelled"
+    # As the dispatcher leaves a delivery whose last attempt failed (no receiver runs here).
+    repository = make_repository(make_settings(database_url), "test-page-webhooks")
+    try:
+        with repository.engine.begin() as conn:
+            conn.execute(sql_text(
+                "UPDATE webhook_deliveries SET state = 'failed', finished_at = now(), "
+                "last_status_code = 500, last_error = '500 Internal Server Error'"))
+            conn.execute(sql_text("UPDATE webhook_endpoints SET failing_since = now()"))
+    finally:
+        repository.engine.dispose()
+    sign_in(browser, api.url, api.headers["Authorization"].split()[1])
+
+    row = f"#webhook-{hook['id']}"
+    assert "failing" in text(browser, f"{row} .webhook-state")
+    until_shown(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, f"{row} button.replay-all").click(), "#message")
+
+    assert "1 failed deliveries" in text(browser, "#message")
+    listed = api.get(f"/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+    assert [d["state"] for d in listed] == ["pending"]

@@ -210,7 +210,7 @@ def test_deliveries_are_listed_by_job_registration_and_state(
     listed = client.get("/api/v1/webhooks/deliveries?state=pending").get_json()["deliveries"]
     assert [d["id"] for d in listed] == [delivery_id] and listed[0]["job_id"] == job_id
     assert client.get("/api/v1/webhooks/deliveries?state=failed").get_json() == {
-        "deliveries": []}
+        "deliveries": [], "next_cursor": None}
     assert client.get("/api/v1/webhooks/deliveries?state=lost").status_code == 422
 
 
