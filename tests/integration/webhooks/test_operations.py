@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,55 +20,18 @@ from sqlalchemy import text
 
 from ai_service.cli import main
 from ai_service.config import Settings
-from ai_service.dispatcher import Dispatcher, build_dispatcher
+from ai_service.dispatcher import Dispatcher
 from ai_service.listen import libpq_url
 from ai_service.rows import JobRow, WebhookEndpoint
 from ai_service.service import JobService
 from ai_service.states import DeliveryState
 from ai_service.store.jobs import JobRepository
 from ai_service.store.webhooks import CHANNEL, WebhookRepository
-from tests.conftest import make_settings
 from tests.integration.helpers import claim_one, lease_of, new_job
+from tests.integration.webhooks import ALL_EVENTS
 from tests.support.webhook_receiver import Script, WebhookReceiver
 
-ALL_EVENTS = ["job.completed", "job.failed", "job.cancelled"]
 API = "/api/v1/webhooks"
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url, WEBHOOK_URL_ALLOW="127.0.0.1",
-                         WORKER_POLL_INTERVAL="200ms")
-
-
-@pytest.fixture
-def webhooks(repo: JobRepository) -> WebhookRepository:
-    return WebhookRepository(repo.driver)
-
-
-@pytest.fixture
-def service(repo: JobRepository) -> JobService:
-    return JobService(repo)
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
-
-
-@pytest.fixture
-def dispatchers(repo: JobRepository, webhooks: WebhookRepository
-                ) -> Iterator[Callable[[Settings], Dispatcher]]:
-    started: list[Dispatcher] = []
-
-    def start(settings: Settings) -> Dispatcher:
-        started.append(build_dispatcher(webhooks, repo, settings).start())
-        return started[-1]
-
-    yield start
-    for dispatcher in started:
-        dispatcher.stop()
 
 
 def register(webhooks: WebhookRepository, url: str) -> WebhookEndpoint:

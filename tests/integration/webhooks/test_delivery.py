@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,45 +23,8 @@ from ai_service.store.jobs import JobRepository
 from ai_service.store.webhooks import WebhookRepository
 from tests.conftest import make_settings
 from tests.integration.helpers import claim_one, lease_of, new_job
+from tests.integration.webhooks import ALL_EVENTS
 from tests.support.webhook_receiver import Received, Script, WebhookReceiver
-
-ALL_EVENTS = ["job.completed", "job.failed", "job.cancelled"]
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url, WEBHOOK_URL_ALLOW="127.0.0.1",
-                         WORKER_POLL_INTERVAL="200ms")
-
-
-@pytest.fixture
-def webhooks(repo: JobRepository) -> WebhookRepository:
-    return WebhookRepository(repo.driver)
-
-
-@pytest.fixture
-def service(repo: JobRepository) -> JobService:
-    return JobService(repo)
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
-
-
-@pytest.fixture
-def dispatchers(repo: JobRepository, webhooks: WebhookRepository
-                ) -> Iterator[Callable[[Settings], Dispatcher]]:
-    started: list[Dispatcher] = []
-
-    def start(settings: Settings) -> Dispatcher:
-        started.append(build_dispatcher(webhooks, repo, settings).start())
-        return started[-1]
-
-    yield start
-    for dispatcher in started:
-        dispatcher.stop()
 
 
 def register(webhooks: WebhookRepository, receiver: WebhookReceiver,
