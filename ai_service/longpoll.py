@@ -28,17 +28,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ai_service import metrics
-from ai_service.backoff import Backoff
 from ai_service.errors import LongPollBusy
-from ai_service.listen import listening
+from ai_service.listen import ChannelListener
 from ai_service.notifications import FINISHED_CHANNEL, finished_job_ids
 from ai_service.rows import JobRow
 from ai_service.states import FINISHED_STATUSES
 
 log = logging.getLogger(__name__)
 
-RECONNECT_CAP = 10.0
-UNDELIVERED_RETRY = 60.0  # where NOTIFY is not delivered, look again now and then
 # How often a waiter reads its job while no notification can reach it: a fallback for an
 # outage or a pooler, not the way a wait normally ends.
 UNHEARD_RECHECK = 5.0
@@ -144,53 +141,25 @@ class Waiters:
                 self._listener.start()
 
 
-class FinishedListener(threading.Thread):
-    """LISTENs on FINISHED_CHANNEL and wakes the waiters each notification names; reconnects
-    with backoff through an outage, waking every waiter each time it listens again."""
+class FinishedListener(ChannelListener):
+    """LISTENs on FINISHED_CHANNEL and wakes the waiters each notification names; every waiter
+    reads its job again when it starts listening (what finished while nobody listened went
+    unheard) and when it loses the connection (a notification may now never come)."""
+
+    channel = FINISHED_CHANNEL
+    application_name = "ai-service-web-long-poll"
+    listening_note = "listening for finished jobs waited on"
+    fallback = f"waiting requests read their job every {UNHEARD_RECHECK:g}s"
 
     def __init__(self, conninfo: str, waiters: Waiters) -> None:
-        super().__init__(name="long-poll-listener", daemon=True)
-        self.conninfo = conninfo
+        super().__init__(conninfo, name="long-poll")
         self.waiters = waiters
-        self.stopping = threading.Event()
-        self.delivering = False
-        self._said_undelivered = False
 
-    def stop(self) -> None:
-        self.stopping.set()
+    def on_listening(self) -> None:
+        self.waiters.wake_all()
 
-    def run(self) -> None:
-        backoff = Backoff(cap=RECONNECT_CAP)
-        while not self.stopping.is_set():
-            try:
-                self._listen()
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any fault
-                if self.delivering:  # it was listening: an outage begins
-                    backoff.reset()
-                    log.warning("long-poll listener lost (%s); waiting requests read their "
-                                "job every %gs until it is back", type(exc).__name__,
-                                UNHEARD_RECHECK)
-            finally:
-                if self.delivering:
-                    self.delivering = False
-                    # The waiters wait for a notification that may now never come: each
-                    # reads its job, then waits no longer than UNHEARD_RECHECK at a time.
-                    self.waiters.wake_all()
-            self.stopping.wait(backoff.next())
+    def on_notification(self, payload: str) -> None:
+        self.waiters.wake(finished_job_ids(payload))
 
-    def _listen(self) -> None:
-        with listening(self.conninfo, FINISHED_CHANNEL, "ai-service-web-long-poll") as conn:
-            if conn is None:
-                if not self._said_undelivered:
-                    log.warning("NOTIFY is not delivered on this connection (a pooler in "
-                                "transaction mode?): waiting requests read their job every "
-                                "%gs", UNHEARD_RECHECK)
-                    self._said_undelivered = True
-                self.stopping.wait(UNDELIVERED_RETRY)
-                return
-            self.delivering = True
-            # What finished while nobody listened was not heard: every waiter looks again.
-            self.waiters.wake_all()
-            while not self.stopping.is_set():
-                for notification in conn.notifies(timeout=1.0):
-                    self.waiters.wake(finished_job_ids(notification.payload))
+    def on_lost(self) -> None:
+        self.waiters.wake_all()
