@@ -163,6 +163,17 @@ WITH RECURSIVE exhausted AS MATERIALIZED (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END, status, worker_id, attempts,
            error_category, left(error_message, 1000) FROM claimed JOIN chosen USING (id)
+), abandoned_counted AS (
+    -- A reclaimed lease ended an attempt its worker never reported (it died): the usage ledger
+    -- counts that attempt, its usage unknown. Writes nothing when no lease was reclaimed.
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*)
+    FROM claimed c JOIN chosen ch ON ch.id = c.id AND ch.lane = 0
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts
 )
 SELECT * FROM claimed ORDER BY priority DESC, created_at;
 
@@ -317,6 +328,17 @@ WITH RECURSIVE exhausted AS MATERIALIZED (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, CASE WHEN lane = 0 THEN 'reclaimed' ELSE 'claimed' END, status, worker_id, attempts,
            error_category, left(error_message, 1000) FROM claimed JOIN chosen USING (id)
+), abandoned_counted AS (
+    -- A reclaimed lease ended an attempt its worker never reported (it died): the usage ledger
+    -- counts that attempt, its usage unknown. Writes nothing when no lease was reclaimed.
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts)
+    SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
+           hashtext(:worker_id) & 7, count(*)
+    FROM claimed c JOIN chosen ch ON ch.id = c.id AND ch.lane = 0
+    GROUP BY c.owner_service, c.model_profile
+    ORDER BY c.owner_service, c.model_profile
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts
 )
 SELECT * FROM claimed ORDER BY priority DESC, created_at;
 

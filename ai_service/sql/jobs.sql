@@ -344,6 +344,17 @@ WITH changed AS (
     INSERT INTO job_events (job_id, event, status, worker_id, attempt, error_category, message)
     SELECT id, 'lease_expired', status, worker_id, attempts, error_category,
            left(error_message, 1000) FROM changed
+), abandoned_counted AS (
+    -- The attempt the lease ended was never reported (its worker died): the usage ledger
+    -- counts it, its usage unknown, in the slot of the worker that held it.
+    INSERT INTO usage_ledger AS l (owner_service, hour, model_profile, slot, attempts)
+    SELECT owner_service, date_trunc('hour', now(), 'UTC'), model_profile,
+           hashtext(coalesce(worker_id, '')) & 7 AS slot, count(*)
+    FROM changed
+    GROUP BY 1, 3, 4
+    ORDER BY 1, 3, 4
+    ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
+        attempts = l.attempts + excluded.attempts
 )
 SELECT * FROM changed;
 

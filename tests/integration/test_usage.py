@@ -102,6 +102,23 @@ def test_a_failed_attempt_adds_its_count_and_provider_time_retried_or_final(
     assert ledger(repo, "telephony") == (2, 4, 0, 0.0, 3.5)
 
 
+def test_an_attempt_whose_worker_died_counts_whether_reclaimed_or_failed_by_the_sweeper(
+    repo: JobRepository,
+) -> None:
+    """Its worker never reported it, so no usage is known; the attempt still counts, once."""
+    service = JobService(repo)
+    repo.create_jobs([new_job(max_attempts=2)])
+    [job] = claim_all(service, "dies-first")
+    expire_lease(repo, job.id)
+    [again] = claim_all(service, "takes-over")  # the reclaim ends the first attempt
+    assert again.id == job.id and again.attempts == 2
+    assert ledger(repo, "telephony") == (1, 0, 0, 0.0, 0.0)
+    expire_lease(repo, job.id)
+    [failed] = service.expire_exhausted_leases()  # no attempt left: the sweeper ends it
+    assert failed.status == "failed"
+    assert ledger(repo, "telephony") == (2, 0, 0, 0.0, 0.0)
+
+
 def test_a_deferred_attempt_counts_too(repo: JobRepository) -> None:
     service = JobService(repo)
     repo.create_jobs([new_job()])
