@@ -92,10 +92,15 @@ LIMIT :limit;
 -- written together, and each is still guarded by its own lease token. The statement also
 -- tells FINISHED_CHANNEL which of the jobs it finished someone waits on (PostgreSQL delivers
 -- that on its commit).
-WITH changed AS (
+WITH done AS (
+    -- The items, parsed once for the completion and the usage ledger alike.
+    SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS item(
+        id uuid, lease_token uuid, result jsonb, prompt_tokens bigint, completion_tokens bigint,
+        audio_seconds float8, provider_seconds float8)
+), changed AS (
     UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
         updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
-    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
+    FROM done
     WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
       AND jobs.status = 'running' AND jobs.worker_id = :worker_id
     RETURNING jobs.*
@@ -126,9 +131,7 @@ WITH changed AS (
     SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
            hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
            sum(u.audio_seconds), sum(u.provider_seconds)
-    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
-        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
-        provider_seconds float8) ON u.id = c.id
+    FROM changed c JOIN done u ON u.id = c.id
     GROUP BY c.owner_service, c.model_profile
     ORDER BY c.owner_service, c.model_profile
     ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
@@ -152,10 +155,15 @@ SELECT changed.* FROM changed, (SELECT count(*) FROM told) AS sent;
 -- name: complete_jobs_brief
 -- complete_jobs answering a JobBrief: the worker's batches need what its metrics, its log
 -- lines and its fencing need, not the input and the result it has just sent.
-WITH changed AS (
+WITH done AS (
+    -- The items, parsed once for the completion and the usage ledger alike.
+    SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS item(
+        id uuid, lease_token uuid, result jsonb, prompt_tokens bigint, completion_tokens bigint,
+        audio_seconds float8, provider_seconds float8)
+), changed AS (
     UPDATE jobs SET status = 'completed', result = done.result, finished_at = now(),
         updated_at = now(), lease_expires_at = NULL, error_category = NULL, error_message = NULL
-    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS done(id uuid, lease_token uuid, result jsonb)
+    FROM done
     WHERE jobs.id = done.id AND jobs.lease_token = done.lease_token
       AND jobs.status = 'running' AND jobs.worker_id = :worker_id
     RETURNING jobs.id, jobs.owner_service, jobs.owner_ref, jobs.idempotency_key, jobs.status,
@@ -188,9 +196,7 @@ WITH changed AS (
     SELECT c.owner_service, date_trunc('hour', now(), 'UTC'), c.model_profile,
            hashtext(:worker_id) & 7, count(*), sum(u.prompt_tokens), sum(u.completion_tokens),
            sum(u.audio_seconds), sum(u.provider_seconds)
-    FROM changed c JOIN jsonb_to_recordset(CAST(:items AS jsonb)) AS u(
-        id uuid, prompt_tokens bigint, completion_tokens bigint, audio_seconds float8,
-        provider_seconds float8) ON u.id = c.id
+    FROM changed c JOIN done u ON u.id = c.id
     GROUP BY c.owner_service, c.model_profile
     ORDER BY c.owner_service, c.model_profile
     ON CONFLICT (owner_service, hour, model_profile, slot) DO UPDATE SET
