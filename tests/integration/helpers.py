@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 
 from ai_service.rows import JobBrief, JobRow, Lease, NewJob
@@ -59,3 +60,26 @@ def statement_sizes(repo: JobRepository, event: str) -> list[int]:
         return list(conn.execute(text(
             "SELECT count(*) FROM job_events WHERE event = :event GROUP BY at ORDER BY at"
         ), {"event": event}).scalars())
+
+
+class ChannelRecorder:
+    """A second connection LISTENing on `channel`, as the workers or the web processes do."""
+
+    MARKER = "marker-of-the-test"
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.url = url.replace("+psycopg", "")
+        self.channel = channel
+        self.conn = psycopg.connect(self.url, autocommit=True)
+        self.conn.execute(f"LISTEN {channel}")
+
+    def received(self) -> list[str]:
+        """Every payload committed so far and not yet read, in commit order."""
+        with psycopg.connect(self.url, autocommit=True) as other:
+            other.execute("SELECT pg_notify(%s, %s)", (self.channel, self.MARKER))
+        payloads = []
+        for notification in self.conn.notifies(timeout=60):
+            if notification.payload == self.MARKER:
+                return payloads
+            payloads.append(notification.payload)
+        raise AssertionError(f"the marker never came back; received {payloads}")

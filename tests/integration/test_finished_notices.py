@@ -12,39 +12,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from ai_service.notifications import FINISHED_CHANNEL, IDS_PER_NOTICE, finished_job_ids
 from ai_service.rows import JobRow
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, RetryPolicy
-from tests.integration.helpers import claim_one, expire_lease, lease_of, new_job
+from tests.integration.helpers import (
+    ChannelRecorder,
+    claim_one,
+    expire_lease,
+    lease_of,
+    new_job,
+)
 
-MARKER = "marker-of-the-test"
 
-
-class FinishedListener:
+class FinishedListener(ChannelRecorder):
     """A second connection LISTENing where the web processes' long polls do."""
 
     def __init__(self, url: str) -> None:
-        self.url = url.replace("+psycopg", "")
-        self.conn = psycopg.connect(self.url, autocommit=True)
-        self.conn.execute(f"LISTEN {FINISHED_CHANNEL}")
-
-    def payloads(self) -> list[str]:
-        """Every payload committed so far and not yet read, in commit order."""
-        with psycopg.connect(self.url, autocommit=True) as other:
-            other.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, MARKER))
-        payloads = []
-        for notification in self.conn.notifies(timeout=60):
-            if notification.payload == MARKER:
-                return payloads
-            payloads.append(notification.payload)
-        raise AssertionError(f"the marker never came back; received {payloads}")
+        super().__init__(url, FINISHED_CHANNEL)
 
     def told(self) -> list[uuid.UUID]:
-        return [job_id for payload in self.payloads() for job_id in finished_job_ids(payload)]
+        return [job_id for payload in self.received() for job_id in finished_job_ids(payload)]
 
 
 @pytest.fixture
@@ -78,9 +68,9 @@ def test_a_batch_of_completions_tells_its_jobs_in_one_notification(
 ) -> None:
     jobs.create_jobs([new_job(owner_ref=f"batch/{i}") for i in range(3)])
     claimed = waited_on(jobs, repo.claim_jobs("w1", 3, lease_seconds=60))
-    listener.payloads()
+    listener.received()
     jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in claimed])
-    [payload] = listener.payloads()
+    [payload] = listener.received()
     assert sorted(finished_job_ids(payload)) == sorted(job.id for job in claimed)
 
 
@@ -90,9 +80,9 @@ def test_more_completions_than_one_payload_holds_are_told_in_several(
     count = IDS_PER_NOTICE + 50
     jobs.create_jobs([new_job(owner_ref=f"many/{i}") for i in range(count)])
     claimed = waited_on(jobs, repo.claim_jobs("w1", count, lease_seconds=60))
-    listener.payloads()
+    listener.received()
     jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in claimed])
-    payloads = listener.payloads()
+    payloads = listener.received()
     assert len(payloads) == 2
     assert all(len(payload.encode()) < 8000 for payload in payloads)
     assert sorted(i for p in payloads for i in finished_job_ids(p)) == sorted(
@@ -103,7 +93,7 @@ def test_one_completion_tells_its_job(
     jobs: JobService, repo: JobRepository, listener: FinishedListener
 ) -> None:
     job = running(jobs, repo)
-    listener.payloads()
+    listener.received()
     jobs.complete_job(lease_of(job), {"content": "ok"})
     assert listener.told() == [job.id]
 
@@ -113,7 +103,7 @@ def test_a_completion_by_a_lease_no_longer_held_tells_nothing(
 ) -> None:
     job = running(jobs, repo)
     jobs.cancel_job(job.id)
-    listener.payloads()
+    listener.received()
     assert jobs.complete_jobs("w1", [(lease_of(job), {"content": "late"})]) == {}
     assert listener.told() == []
 
@@ -122,7 +112,7 @@ def test_a_final_failure_tells_its_job(
     jobs: JobService, repo: JobRepository, listener: FinishedListener
 ) -> None:
     job = running(jobs, repo, max_attempts=1)
-    listener.payloads()
+    listener.received()
     jobs.fail_attempt(lease_of(job), "auth", "HTTP 401")
     assert listener.told() == [job.id]
 
@@ -131,7 +121,7 @@ def test_a_failure_that_will_be_retried_tells_nothing(
     jobs: JobService, repo: JobRepository, listener: FinishedListener
 ) -> None:
     job = running(jobs, repo, max_attempts=3)
-    listener.payloads()
+    listener.received()
     assert jobs.fail_attempt(lease_of(job), "timeout", "slow", retryable=True).status == "pending"
     assert listener.told() == []
 
@@ -142,7 +132,7 @@ def test_a_deferral_past_the_last_one_allowed_tells_its_job(
     repo.policy = RetryPolicy(max_deferrals=0)
     jobs = JobService(repo)
     job = running(jobs, repo)
-    listener.payloads()
+    listener.received()
     assert jobs.fail_attempt(lease_of(job), "rate_limited", "429").status == "failed"
     assert listener.told() == [job.id]
 
@@ -153,7 +143,7 @@ def test_cancelling_tells_the_job(
     job = running(jobs, repo)
     pending, _ = jobs.create_job(new_job(owner_ref="pending"))
     jobs.wait_on_job(pending.id, 60)
-    listener.payloads()
+    listener.received()
     jobs.cancel_job(pending.id)
     jobs.cancel_job(job.id)
     assert listener.told() == [pending.id, job.id]
@@ -164,7 +154,7 @@ def test_the_sweeper_failing_expired_leases_tells_their_jobs(
 ) -> None:
     job = running(jobs, repo, max_attempts=1)
     expire_lease(repo, job.id)
-    listener.payloads()
+    listener.received()
     assert [j.id for j in jobs.expire_exhausted_leases()] == [job.id]
     assert listener.told() == [job.id]
 
@@ -172,7 +162,7 @@ def test_the_sweeper_failing_expired_leases_tells_their_jobs(
 def test_a_sweep_that_finds_nothing_tells_nothing(
     jobs: JobService, listener: FinishedListener
 ) -> None:
-    listener.payloads()
+    listener.received()
     assert jobs.expire_exhausted_leases() == []
     assert listener.told() == []
 
@@ -183,7 +173,7 @@ def test_a_batch_tells_only_the_jobs_someone_waits_on(
     jobs.create_jobs([new_job(owner_ref=f"batch/{i}") for i in range(3)])
     first, *others = repo.claim_jobs("w1", 3, lease_seconds=60)
     jobs.wait_on_job(first.id, 60)
-    listener.payloads()
+    listener.received()
     jobs.complete_jobs("w1", [(lease_of(job), {"content": "ok"}) for job in [first, *others]])
     assert listener.told() == [first.id]
 
@@ -193,7 +183,7 @@ def test_finishing_jobs_nobody_waits_on_tells_nothing(
 ) -> None:
     jobs.create_jobs([new_job(owner_ref=f"alone/{i}") for i in range(3)])
     completed, failed, cancelled = repo.claim_jobs("w1", 3, lease_seconds=60)
-    listener.payloads()
+    listener.received()
     jobs.complete_job(lease_of(completed), {"content": "ok"})
     jobs.fail_attempt(lease_of(failed), "auth", "HTTP 401")
     jobs.cancel_job(cancelled.id)
@@ -206,7 +196,7 @@ def test_a_wait_that_has_ended_is_told_nothing(
     jobs.create_job(new_job())
     job = claim_one(repo)
     jobs.wait_on_job(job.id, 0)
-    listener.payloads()
+    listener.received()
     jobs.complete_job(lease_of(job), {"content": "ok"})
     assert listener.told() == []
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from ai_service.errors import JobStateConflict
@@ -19,35 +18,12 @@ from ai_service.notifications import NOTIFY_CHANNEL, Notice, stop_payload
 from ai_service.rows import JobRow
 from ai_service.service import JobService
 from ai_service.store.jobs import JobRepository, JobTransaction
-from tests.integration.helpers import claim_one, lease_of, new_job
+from tests.integration.helpers import ChannelRecorder, claim_one, lease_of, new_job
 
 WAKE = ""
-MARKER = "marker-of-the-test"
-
-
-class Listener:
-    """A second connection LISTENing where the workers do."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.replace("+psycopg", "")
-        self.conn = psycopg.connect(self.url, autocommit=True)
-        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-
-    def received(self) -> list[str]:
-        """Every payload committed so far and not yet read, in commit order."""
-        with psycopg.connect(self.url, autocommit=True) as other:
-            other.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, MARKER))
-        payloads = []
-        for notification in self.conn.notifies(timeout=60):
-            if notification.payload == MARKER:
-                return payloads
-            payloads.append(notification.payload)
-        raise AssertionError(f"the marker never came back; received {payloads}")
-
-
 @pytest.fixture
-def listener(database_url: str) -> Iterator[Listener]:
-    listening = Listener(database_url)
+def listener(database_url: str) -> Iterator[ChannelRecorder]:
+    listening = ChannelRecorder(database_url, NOTIFY_CHANNEL)
     yield listening
     listening.conn.close()
 
@@ -63,7 +39,7 @@ def running_job(jobs: JobService, repo: JobRepository) -> JobRow:
 
 
 def test_cancelling_a_pending_job_stops_no_attempt(
-    jobs: JobService, listener: Listener
+    jobs: JobService, listener: ChannelRecorder
 ) -> None:
     job, _ = jobs.create_job(new_job())
     listener.received()
@@ -72,7 +48,7 @@ def test_cancelling_a_pending_job_stops_no_attempt(
 
 
 def test_cancelling_a_running_job_stops_its_attempt_once_by_the_old_lease_token(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     running = running_job(jobs, repo)
     listener.received()
@@ -81,7 +57,8 @@ def test_cancelling_a_running_job_stops_its_attempt_once_by_the_old_lease_token(
 
 
 def test_the_stop_is_delivered_only_once_the_cancel_commits(
-    jobs: JobService, repo: JobRepository, listener: Listener, monkeypatch: pytest.MonkeyPatch
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     running = running_job(jobs, repo)
     listener.received()
@@ -99,7 +76,8 @@ def test_the_stop_is_delivered_only_once_the_cancel_commits(
 
 
 def test_a_cancel_that_rolls_back_stops_nothing(
-    jobs: JobService, repo: JobRepository, listener: Listener, monkeypatch: pytest.MonkeyPatch
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     running = running_job(jobs, repo)
     listener.received()
@@ -115,7 +93,8 @@ def test_a_cancel_that_rolls_back_stops_nothing(
 
 
 def test_a_cancel_whose_stop_cannot_be_sent_does_not_happen(
-    jobs: JobService, repo: JobRepository, listener: Listener, monkeypatch: pytest.MonkeyPatch
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The stop belongs to the change: a cancel that committed without it would leave the
     # worker running the attempt until its next heartbeat.
@@ -133,7 +112,7 @@ def test_a_cancel_whose_stop_cannot_be_sent_does_not_happen(
 
 
 def test_a_cancel_that_conflicts_sends_nothing(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     running = running_job(jobs, repo)
     jobs.complete_job(lease_of(running), {"content": "done"})
@@ -144,7 +123,7 @@ def test_a_cancel_that_conflicts_sends_nothing(
 
 
 def test_retrying_a_running_job_stops_its_attempt_and_wakes_the_workers(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     running = running_job(jobs, repo)
     listener.received()
@@ -154,7 +133,7 @@ def test_retrying_a_running_job_stops_its_attempt_and_wakes_the_workers(
 
 
 def test_retrying_a_failed_job_only_wakes_the_workers(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     jobs.create_job(new_job(max_attempts=1))
     jobs.fail_attempt(lease_of(claim_one(repo)), "auth", "HTTP 401")
@@ -165,7 +144,7 @@ def test_retrying_a_failed_job_only_wakes_the_workers(
 
 
 def test_a_batch_create_wakes_the_workers_with_one_notice(
-    jobs: JobService, listener: Listener, monkeypatch: pytest.MonkeyPatch
+    jobs: JobService, listener: ChannelRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL folds equal notifications of one transaction into one, so the listener alone
     # cannot tell one notice from one per row: what was sent is counted where it is sent.
@@ -183,7 +162,7 @@ def test_a_batch_create_wakes_the_workers_with_one_notice(
 
 
 def test_a_create_that_only_replays_idempotency_keys_wakes_nobody(
-    jobs: JobService, listener: Listener
+    jobs: JobService, listener: ChannelRecorder
 ) -> None:
     jobs.create_job(new_job(idempotency_key="once"))
     listener.received()
@@ -193,7 +172,7 @@ def test_a_create_that_only_replays_idempotency_keys_wakes_nobody(
 
 
 def test_releasing_jobs_at_shutdown_wakes_the_workers(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     running = running_job(jobs, repo)
     listener.received()
@@ -202,7 +181,7 @@ def test_releasing_jobs_at_shutdown_wakes_the_workers(
 
 
 def test_releasing_leases_no_longer_held_wakes_nobody(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     running = running_job(jobs, repo)
     jobs.cancel_job(running.id)
@@ -212,7 +191,7 @@ def test_releasing_leases_no_longer_held_wakes_nobody(
 
 
 def test_claiming_completing_and_renewing_leases_notify_nobody(
-    jobs: JobService, repo: JobRepository, listener: Listener
+    jobs: JobService, repo: JobRepository, listener: ChannelRecorder
 ) -> None:
     jobs.create_jobs([new_job(owner_ref=f"hot/{i}") for i in range(3)])
     listener.received()
